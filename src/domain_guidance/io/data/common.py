@@ -51,7 +51,7 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     """uint8 (H, W) or (H, W, C) array -> float32 (C, H, W) tensor in [-1, 1]."""
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)  # (C, H, W)
+    x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # copy: PIL-backed arrays are read-only; (C, H, W)
     return x.float() / 127.5 - 1.0
 
 
@@ -143,16 +143,19 @@ class DatasetView(ImageDataset):
 
 def select_indices(labels: np.ndarray, *, classes: Sequence[int] | None = None,
                    images_per_class: int | None = None, split: str = "all", test_fraction: float = 0.2,
-                   split_seed: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   split_seed: int = 0, seed: int = 0, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Choose samples by class, split and per-class limit; returns ``(indices, new_labels)``.
 
     ``classes`` are original label ids, relabelled ``0..K-1`` in the given order (default: all,
     in order). ``split``: "all", "train" or "test"; per class, a permutation seeded by
     ``(split_seed, class id)`` puts ``round(test_fraction * n)`` samples in "test" and the rest in
     "train", so splits are disjoint and do not depend on which other classes are chosen.
+    ``groups`` (N,): samples with the same group id (e.g. exact duplicates) land in the same split;
+    the test split then takes whole groups until it reaches its quota (it may exceed it by a group).
     ``images_per_class`` keeps a subset of the chosen split drawn with ``(seed, class id)``.
     """
     labels = np.asarray(labels, dtype=np.int64)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     present = sorted(set(labels.tolist()))
     classes = present if classes is None else [int(c) for c in classes]
     if len(set(classes)) != len(classes):
@@ -168,9 +171,12 @@ def select_indices(labels: np.ndarray, *, classes: Sequence[int] | None = None,
     for new, c in enumerate(classes):
         idx = np.flatnonzero(labels == c)
         if split != "all":
-            perm = np.random.default_rng([split_seed, c]).permutation(idx)
+            ids, counts = np.unique(groups[idx], return_counts=True)
+            perm = np.random.default_rng([split_seed, c]).permutation(len(ids))
+            ids, counts = ids[perm], counts[perm]
             n_test = int(round(test_fraction * len(idx)))
-            idx = np.sort(perm[:n_test] if split == "test" else perm[n_test:])
+            in_test = np.isin(groups[idx], ids[np.cumsum(counts) - counts < n_test])  # whole groups
+            idx = idx[in_test] if split == "test" else idx[~in_test]
         if images_per_class is not None:
             if images_per_class > len(idx):
                 raise ValueError(f"images_per_class={images_per_class} but class {c} has only {len(idx)} "
