@@ -47,6 +47,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dog {args.command}: error: {e}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

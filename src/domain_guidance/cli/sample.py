@@ -5,7 +5,7 @@ import argparse
 
 from ..core.guidance import METHODS, build_guided_denoiser
 from ..core.sampling import SAMPLERS
-from ..io.checkpoints import sha256_file
+from ..io.checkpoints import checkpoint_sha256
 from ..io.distributed import init_distributed, shutdown
 
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                  "model_config": ft.config.to_dict(),
                  "guide_config": guide.config.to_dict() if guide is not None else None}
         if dist.is_main:
-            extra["hashes"] = {k: sha256_file(v) for k, v in (("model", args.model), ("guide", args.guide))
+            extra["hashes"] = {k: checkpoint_sha256(v) for k, v in (("model", args.model), ("guide", args.guide))
                                if v is not None}
         settings = GenerationSettings(
             method=args.method, scale=args.scale, channels=args.channels, interval=_interval(args.interval),
