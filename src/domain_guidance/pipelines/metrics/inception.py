@@ -220,7 +220,8 @@ class InceptionExtractor:
     def protocol(self) -> dict[str, Any]:
         """What the features depend on (compared when cached statistics are reused)."""
         return {"extractor": self.name, "weights_sha256": self.weights_sha256,
-                "preprocess": PREPROCESS, "feature_dim": FEATURE_DIM}
+                "resize": "torch bilinear 299x299 align_corners=False", "preprocess": PREPROCESS,
+                "feature_dim": FEATURE_DIM}
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
