@@ -9,8 +9,6 @@ atomically: temp file in the same folder, fsync, ``os.replace``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
@@ -21,6 +19,7 @@ import torch
 from domain_guidance.pipelines.metrics.extractor import FeatureExtractor
 from domain_guidance.pipelines.metrics.frechet import GaussianAccumulator
 from domain_guidance.pipelines.metrics.images import ImageHasher, ImageSet, open_images
+from domain_guidance.io.atomic import atomic_path
 
 STATS_FORMAT = 1
 # Protocol fields that identify the features (compared whenever cached stats are reused).
@@ -73,34 +72,9 @@ def compute_stats(images: ImageSet | Any, extractor: FeatureExtractor, batch_siz
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` through ``write(fh)`` so that readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:  # not every filesystem lets a directory be fsynced
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+    return Path(path)
 
 
 def save_stats(path: str | Path, stats: FeatureStats) -> Path:
