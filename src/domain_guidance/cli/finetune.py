@@ -4,7 +4,7 @@ Multi-process (DDP; gloo on CPU, nccl on GPU; same global batch and same result 
 
     torchrun --standalone --nproc_per_node=4 $(which dog) finetune --preset dit-xl2-imagenet-published \\
         --set base=DiT-XL-2-256x256.pt data.dataset=/data/food101/train vae=/models/sd-vae-ft-ema
-    torchrun --standalone --nproc_per_node=2 -m domain_guidance.pipelines.training pretrain --preset cpu-tiny
+    torchrun --standalone --nproc_per_node=2 -m domain_guidance.cli pretrain --preset cpu-tiny
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ checkpoints/latest. Sample a run with: dog sample --model OUT/checkpoints/latest
 (a LoRA run needs no --guide: the base with the adapter off is the guide).
 
 multi-process: torchrun --standalone --nproc_per_node=N $(which dog) {cmd} ...
-(or: torchrun ... -m domain_guidance.pipelines.training {cmd} ...); --set batch_size is the GLOBAL batch.
+(or: torchrun ... -m domain_guidance.cli {cmd} ...); --set batch_size is the GLOBAL batch.
 """
 
 

@@ -1,0 +1,311 @@
+"""Training configuration: dataclasses with defaults, named presets, TOML/YAML files, ``--set`` overrides.
+
+Resolution order (later wins): dataclass defaults < preset < config file < ``--set key=value``.
+A config file may name its own ``preset``. Nested sections are addressed with dots
+(``--set data.dataset=digits``, ``--set lora.rank=8``, ``--set ema.warmup=linear``).
+The resolved config is saved as ``config.json`` in the run directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...core.models.adapters import DEFAULT_LORA_TARGETS
+from .presets import PRESETS, describe_presets  # noqa: F401 - re-exported
+
+
+@dataclass
+class DataConfig:
+    """What to train on: a built-in name (``digits``, ``animal-mnist``) or an image folder."""
+
+    dataset: str | None = None  # required: a built-in name or a folder path
+    resolution: int | None = None  # pixels; None: the model's (fine-tune) or the dataset's native size
+    channels: int | None = None  # 1 or 3; None: what the model / VAE expects
+    classes: list[Any] | None = None  # class ids or names kept, relabelled 0..K-1 in this order
+    images_per_class: int | None = None
+    split: str = "all"  # all | train | test (built-in, deterministic per-class split)
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    subset_seed: int = 0  # which images_per_class images are kept
+    random_flip: bool | None = None  # None: the dataset's default (digits: off, others: on)
+    layout: str = "auto"  # image folders: auto | classes | flat (unlabelled)
+    max_bad_fraction: float = 0.01  # image folders: more unreadable files than this is an error
+    latent_cache: bool = True  # latent models: encode once, sample the cached posterior per step
+    cache_path: str | None = None  # default <out>/latents.safetensors
+    num_workers: int = 0  # DataLoader workers (items depend only on their seeded key)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA mode: rank/alpha of peft's LoRA on the DiT block linears (+ a separate target label table)."""
+
+    rank: int = 32
+    alpha: float | None = None  # None: alpha = rank (scale 1)
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    dropout: float = 0.0  # > 0 uses the global RNG (reseeded per step and rank): not process-count independent
+
+
+@dataclass
+class EmaConfig:
+    """EMA of the trained weights; ``warmup`` (k-diffusion / EDM2 style) shortens the memory early on.
+
+    none: decay; linear: min(decay, (1 + step) / (10 + step));
+    power: min(decay, 1 - (1 + step / inv_gamma) ** -power).
+    """
+
+    decay: float = 0.9999
+    warmup: str = "none"
+    power: float = 2.0 / 3.0
+    inv_gamma: float = 1.0
+
+
+@dataclass
+class GridConfig:
+    """Fixed-seed sample grid every ``sample_every`` steps: one row per method, same seeds."""
+
+    num: int = 8  # samples per row (labels cycle over the target classes)
+    seed: int = 0  # seeds are seed .. seed + num - 1
+    sampler: str = "ddim"
+    steps: int = 25
+    scale: float = 1.5
+    methods: list[str] = field(default_factory=lambda: ["unguided", "cfg", "dog"])  # those possible are drawn
+    upscale: int = 0  # 0: enlarge small images to >= 64 px
+
+
+@dataclass
+class TrainConfig:
+    """One training run: fine-tuning from ``base`` (``init="base"``) or pre-training (``init="scratch"``)."""
+
+    preset: str | None = None
+    init: str = "base"  # base: start from the checkpoint `base`; scratch: a new DiT of size `model`
+    base: str | None = None  # pre-trained checkpoint (official .pt, ours, diffusers) or a run directory
+    base_which: str = "ema"  # weights of a training checkpoint used as base: ema | model
+    model: str = "T/2"  # scratch: size name ("XL/2", "S/2", "T/2", ...)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # scratch: e.g. {hidden_size: 32, depth: 1}
+    learn_sigma: bool = True  # scratch only; a base keeps its own
+    vae: str | None = None  # latent models: VAE dir/hub id (fine-tune default: the base's; scratch: None = pixels)
+    data: DataConfig = field(default_factory=DataConfig)
+    mode: str = "full"  # full | lora
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    label_dropout: float = 0.1  # 0: conditional-only (unguided or DoG); > 0 also allows CFG
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    batch_size: int = 32  # GLOBAL batch; each of N processes takes batch_size / N
+    steps: int = 24000
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    grad_clip: float | None = None  # max global grad norm; None: no clipping (norm still logged)
+    precision: str = "fp32"  # fp32 | bf16 (autocast on the training device, CPU too) | auto (bf16 on CUDA only)
+    tf32: bool = True  # allow TF32 matmuls on CUDA (the published recipe's fp32/TF32)
+    gradient_checkpointing: bool = False
+    log_every: int = 100
+    sample_every: int = 0  # 0: no grids (a final grid is still drawn when > 0)
+    ckpt_every: int = 1000
+    keep_last: int = 3
+    grid: GridConfig = field(default_factory=GridConfig)
+    seed: int = 0
+    out: str = "runs/finetune"
+    device: str = "auto"  # auto | cpu | cuda
+    dist_timeout_s: float = 600.0  # process-group timeout: a dead peer fails the run instead of hanging it
+    progress: bool = True
+    tensorboard: bool = True
+    debug_nan_at_step: int | None = None  # testing hook: the loss of this step becomes NaN
+    debug_kill_at_step: int | None = None  # testing hook: SIGKILL this process after this step's update
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        cfg = cls()
+        apply_overrides(cfg, d, source="dict")
+        return cfg
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first bad field and what was expected."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        need(self.init in ("base", "scratch"), f"init must be 'base' or 'scratch', got {self.init!r}")
+        need(self.init == "scratch" or bool(self.base),
+             "init='base' needs a pre-trained checkpoint: --set base=PATH (or init=scratch to pre-train)")
+        need(self.mode in ("full", "lora"), f"mode must be 'full' or 'lora', got {self.mode!r}")
+        need(not (self.mode == "lora" and self.init == "scratch"), "mode='lora' needs a pre-trained base (init='base')")
+        need(self.base_which in ("ema", "model"), f"base_which must be 'ema' or 'model', got {self.base_which!r}")
+        need(0.0 <= self.label_dropout < 1.0, f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        need(self.batch_size > 0 and self.steps > 0,
+             f"batch_size and steps must be > 0, got {self.batch_size}, {self.steps}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.precision in ("fp32", "bf16", "auto"), f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+        need(0.0 <= self.ema.decay < 1.0, f"ema.decay must be in [0, 1), got {self.ema.decay}")
+        need(self.ema.warmup in ("none", "linear", "power"),
+             f"ema.warmup must be none, linear or power, got {self.ema.warmup!r}")
+        need(self.lora.rank > 0, f"lora.rank must be > 0, got {self.lora.rank}")
+        need(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0 or null, got {self.grad_clip}")
+        need(self.log_every > 0 and self.ckpt_every > 0 and self.keep_last > 0,
+             "log_every, ckpt_every and keep_last must be > 0")
+        need(self.sample_every >= 0, f"sample_every must be >= 0, got {self.sample_every}")
+        need(len(self.adam_betas) == 2, f"adam_betas must be two numbers, got {self.adam_betas}")
+        need(bool(self.data.dataset), "data.dataset is required: a built-in name (digits, animal-mnist) or a folder "
+             "of class sub-folders (--set data.dataset=PATH)")
+        need(self.data.split in ("all", "train", "test"), f"data.split must be all, train or test, got {self.data.split!r}")
+        return self
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def _is_str_type(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return tp is str or (isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union) and str in args
+
+
+def parse_value(text: str, tp: Any = Any) -> Any:
+    """A ``--set`` value: JSON first (``1e-4``, ``[1, 2]``, ``null``), then YAML (``{a: 1}``), then the string.
+
+    For string fields (e.g. a path ``base=0123``) the text is kept as is, except ``null``/``none``.
+    """
+    if _is_str_type(tp):
+        return None if text.strip().lower() in ("null", "none") else text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Light type check/coercion (int -> float; numbers for str fields become strings)."""
+    if value is None or tp is Any:
+        return value
+    args = typing.get_args(tp)
+    is_union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    options = [a for a in args if a is not type(None)] if args and is_union else [tp]
+    for opt in options:
+        base = typing.get_origin(opt) or opt
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base is bool and isinstance(value, bool):
+            return value
+        if base is str and isinstance(value, str):
+            return value
+        if base is list and isinstance(value, (list, tuple)):
+            return list(value)
+        if base is dict and isinstance(value, dict):
+            squashed = [k for k, v in value.items() if v is None and isinstance(k, str) and ":" in k]
+            if squashed:
+                raise ValueError(f"config key {key!r}: {squashed[0]!r} looks like 'key:value' without a space; "
+                                 "write {a: 1, b: 2} (YAML, space after ':') or JSON")
+            return dict(value)
+    if str in options and isinstance(value, (int, float)):
+        return str(value)
+    raise ValueError(f"config key {key!r}: value {value!r} is not of the expected type {tp}")
+
+
+def set_key(cfg: Any, dotted: str, value: Any, source: str = "--set", raw: bool = False) -> None:
+    """Set ``a.b.c`` on nested dataclasses (or a dict field). ``raw``: ``value`` is unparsed text."""
+    parts = dotted.split(".")
+    obj = cfg
+    for i, name in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(obj, dict):
+            if last:
+                obj[name] = parse_value(value) if raw else value
+                return
+            obj = obj.setdefault(name, {})
+            continue
+        if not dataclasses.is_dataclass(obj):
+            raise ValueError(f"{source}: {'.'.join(parts[:i])!r} is not a section; cannot set {dotted!r}")
+        types_ = _field_types(obj)
+        if name not in types_:
+            raise ValueError(f"{source}: unknown config key {'.'.join(parts[:i + 1])!r}; "
+                             f"expected one of {sorted(types_)}")
+        if last:
+            current = getattr(obj, name)
+            tp = types_[name]
+            val = parse_value(value, tp) if raw else value
+            if dataclasses.is_dataclass(current) and isinstance(val, dict):
+                apply_overrides(cfg, val, source, prefix=dotted + ".")
+            else:
+                setattr(obj, name, _coerce(val, tp, dotted))
+            return
+        obj = getattr(obj, name)
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Recursively apply a nested dict of overrides (a preset or a parsed config file) to ``cfg``."""
+    node = cfg
+    for part in [p for p in prefix.split(".") if p]:
+        node = getattr(node, part)
+    for key, value in overrides.items():
+        sub = getattr(node, key, None) if dataclasses.is_dataclass(node) else None
+        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
+            apply_overrides(cfg, value, source, prefix=f"{prefix}{key}.")
+        else:
+            set_key(cfg, f"{prefix}{key}", value, source=source)
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file into a nested dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(text)
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    elif suffix == ".json":
+        data = json.loads(text)
+    else:
+        raise ValueError(f"config file {path}: unknown extension {suffix!r}; expected .toml, .yaml, .yml or .json")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def resolve_config(preset: str | None = None, config_file: str | os.PathLike | None = None,
+                   sets: list[str] | None = None, **defaults: Any) -> TrainConfig:
+    """defaults < ``defaults`` kwargs < preset < config file < ``sets`` ("key=value"); validated."""
+    cfg = TrainConfig()
+    if defaults:
+        apply_overrides(cfg, defaults, source="defaults")
+    file_data = read_config_file(config_file) if config_file else {}
+    name = preset or file_data.get("preset")
+    if name:
+        if name not in PRESETS:
+            raise KeyError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+        apply_overrides(cfg, PRESETS[name], source=f"preset {name}")
+        cfg.preset = name
+    if file_data:
+        apply_overrides(cfg, {k: v for k, v in file_data.items() if k != "preset"}, source=str(config_file))
+    for item in sets or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        set_key(cfg, key.strip(), value, source=f"--set {item}", raw=True)
+    return cfg.validate()

@@ -1,0 +1,278 @@
+"""The training loop shared by ``dog finetune`` and ``dog pretrain``.
+
+One optimizer step ``n`` (1-based; the 0-based index ``s = n - 1`` seeds it):
+
+1. this rank's slice of the global batch: keys ``(index, data seed)`` -> images or latents;
+2. per-sample diffusion seeds draw the timestep, the label-drop coin and the noise;
+3. dropped labels become the model's null label (not the network's own RNG dropout);
+4. ADM loss (eps MSE + variational bound), all-reduced for the log and the finiteness check;
+   a NaN/inf loss or gradient norm stops the run BEFORE the update, and nothing is saved after it;
+5. backward (DDP averages gradients), clip, AdamW, EMA;
+6. log / checkpoint (atomic, with ``latest`` pointer, keep-last-N) / sample grid every N steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...core.diffusion import create_diffusion
+from ...core.seeds import PerSampleNoise
+from ...io.atomic import write_json
+from .config import TrainConfig
+from .data import TrainData, prepare_data
+from .distributed import (STREAM_GLOBAL_RNG, DistInfo, StepKeys, all_reduce_mean, barrier, derive_seed,
+                          init_distributed, local_slice, params_in_sync, shutdown, wrap_ddp)
+from .ema import EMA
+from .grid import draw_grid
+from .logging import RunLogger
+from .model import Models, build_models, export_for_sampling, load_base
+from .state import (STATE_FORMAT, capture_rng, clean_stale, find_latest, load_train_state, restore_rng,
+                    resume_differences, save_checkpoint_dir)
+
+CONFIG_NAME = "train_config.json"
+
+
+class NonFiniteLossError(ValueError):
+    """The loss (or gradient norm) became NaN or infinite; the message names the step and last checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None  # the latest complete checkpoint directory
+    last_loss: float | None
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
+    """Run (or with ``resume=True`` continue exactly) the training described by ``config``.
+
+    Works in one process or under ``torchrun`` (DDP: gloo on CPU, nccl on GPU); the global batch,
+    data order, noise and checkpoints do not depend on the number of processes. Raises
+    ``NonFiniteLossError`` when the loss becomes NaN/inf (the last good checkpoint stays).
+    """
+    cfg = config.validate()
+    dist = init_distributed(cfg.device, cfg.dist_timeout_s)
+    try:
+        return _Trainer(cfg, dist, resume).run()
+    finally:
+        shutdown(dist)
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, dist: DistInfo, resume: bool):
+        self.cfg, self.dist, self.run_dir = cfg, dist, Path(cfg.out)
+        self.resume_from = self._checkpoint_to_resume(resume)
+        if dist.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
+
+    def _checkpoint_to_resume(self, resume: bool) -> Path | None:
+        latest = find_latest(self.run_dir)
+        if latest is not None and not resume:
+            raise ValueError(f"run directory {self.run_dir} already holds checkpoint {latest.name}: pass --resume "
+                             "to continue it, or choose another --out (nothing is overwritten)")
+        if self.dist.is_main and self.run_dir.exists():
+            clean_stale(self.run_dir)  # staging dirs of a write that was killed
+        barrier(self.dist)
+        return latest if resume else None
+
+    # ----- set-up -----
+    def setup(self) -> None:
+        cfg, dist = self.cfg, self.dist
+        base = load_base(cfg) if cfg.init == "base" else None
+        self.data: TrainData = prepare_data(cfg, base[1] if base else None, dist, self.run_dir)
+        self.label_dropout = cfg.label_dropout
+        self.notes: list[str] = []
+        if self.label_dropout > 0 and (self.data.unlabelled or self.data.num_classes < 2):
+            self.notes.append(f"label dropout {self.label_dropout} is not possible with "
+                              f"{'an unlabelled folder' if self.data.unlabelled else 'a single class'}: set to 0; "
+                              "the model has no null label and can be sampled unguided or with DoG, not CFG")
+            self.label_dropout = 0.0
+        vae = self.data.vae
+        vae_source = cfg.vae if base is not None else (vae.source if vae is not None else None)
+        self.models: Models = build_models(cfg, self.data.num_classes, self.label_dropout, self.data.shape, base,
+                                           vae_source, vae.scale if (vae is not None and base is None) else None)
+        self.models.net.to(dist.device).train()
+        if self.models.guide_net is not None and not self.models.guide_is_adapter_off:
+            self.models.guide_net.to(dist.device).eval()
+        self.trainable = self.models.trainable()
+        self.opt = torch.optim.AdamW(list(self.trainable.values()), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                                     eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        self.ema = EMA(self.trainable, cfg.ema)
+        self.step = 0
+        if self.resume_from is not None:
+            self._restore(load_train_state(self.resume_from))
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        diffs = resume_differences(state["config"], self.cfg.to_dict())
+        if diffs:
+            raise ValueError(f"cannot resume {self.resume_from}: the config changed in ways that alter training: "
+                             + "; ".join(diffs))
+        net = self.models.net
+        if self.models.mode == "lora":
+            missing = sorted(set(self.trainable) - set(state["model"]))
+            if missing:
+                raise ValueError(f"{self.resume_from}: training state lacks LoRA tensors {missing[:5]}")
+            net.load_state_dict(state["model"], strict=False)
+        else:
+            net.load_state_dict(state["model"])
+        self.ema.load_state_dict({k: state["ema"][k] for k in self.ema.shadow})
+        self.opt.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"])
+        self.step = int(state["step"])
+
+    # ----- checkpoints -----
+    def state_dict(self) -> dict[str, Any]:
+        models, ema = self.models, self.ema
+        model_sd = ({n: p.detach() for n, p in self.trainable.items()} if models.mode == "lora"
+                    else models.net.state_dict())
+        ema_sd = dict(ema.shadow) if models.mode == "lora" else {**models.net.state_dict(), **ema.shadow}
+        return {"format": STATE_FORMAT, "version": 1, "step": self.step,
+                "data_position": self.step * self.cfg.batch_size, "mode": models.mode, "model": model_sd,
+                "ema": ema_sd, "optimizer": self.opt.state_dict(), "rng": capture_rng(),
+                "config": self.cfg.to_dict(), "model_config": models.config.to_dict()}
+
+    def save(self) -> None:
+        ok, rows = params_in_sync(list(self.trainable.values()), self.dist)
+        if self.dist.enabled:
+            self.log.event("sync", self.step, ranks_equal=ok, checksums=rows)
+            if not ok:
+                raise RuntimeError(f"ranks hold different weights at step {self.step}: {rows}")
+        if self.dist.is_main:
+            meta = {"step": self.step, "train_config": self.cfg.to_dict(), "weights": "ema",
+                    "base": None if self.models.base_path is None else
+                    {"path": str(self.models.base_path), "sha256": self.models.base_sha256,
+                     "which": self.models.base_which}}
+            path = save_checkpoint_dir(self.run_dir, self.step, self.state_dict(),
+                                       lambda p: export_for_sampling(self.models, self.ema, p, meta),
+                                       self.cfg.keep_last)
+            self.log.event("checkpoint", self.step, path=str(path))
+        barrier(self.dist)
+
+    def grid(self) -> None:
+        if self.dist.is_main:
+            decode = self.data.vae.decode if self.data.vae is not None else None
+            path = self.run_dir / "grids" / f"step_{self.step:07d}.png"
+            image, info = draw_grid(self.models, self.ema, self.cfg.grid, path, self.dist.device, decode, self.step)
+            self.log.event("grid", self.step, **{k: v for k, v in info.items() if k != "step"})
+            self.log.image(self.step, "samples/" + ",".join(info["rows"]), image)
+        barrier(self.dist)
+
+    def _stop_nonfinite(self, what: str, value: float, n: int) -> None:
+        last = find_latest(self.run_dir)
+        where = (f"the last good checkpoint is {last} (step {int(last.name.split('_')[1])}); fix the cause "
+                 "(lower lr, grad_clip, precision=fp32) and continue with --resume") if last else \
+            "no checkpoint was saved before it"
+        msg = f"non-finite {what} ({value}) at step {n}: stopping without saving; {where}"
+        self.log.event("nonfinite", n, what=what, value=value, message=msg)
+        raise NonFiniteLossError(msg)
+
+    # ----- the loop -----
+    def run(self) -> TrainResult:
+        cfg, dist = self.cfg, self.dist
+        self.setup()
+        if dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.run_dir / CONFIG_NAME, cfg.to_dict())
+        self.log = RunLogger(self.run_dir, enabled=dist.is_main, total_steps=cfg.steps, start_step=self.step,
+                             progress=cfg.progress, tensorboard=cfg.tensorboard, resumed=self.resume_from is not None)
+        try:
+            return self._loop()
+        finally:
+            self.log.close()
+
+    def _loop(self) -> TrainResult:
+        cfg, dist, models, data = self.cfg, self.dist, self.models, self.data
+        n_params = sum(p.numel() for p in models.net.parameters())
+        self.log.event("resume" if self.resume_from else "start", self.step, world_size=dist.world_size,
+                       device=str(dist.device), bf16=self.bf16, mode=models.mode, params=n_params,
+                       trainable=sum(p.numel() for p in self.trainable.values()), label_dropout=self.label_dropout,
+                       model_config=models.config.to_dict(), data=data.info, bad_files=len(data.bad_files),
+                       checkpoint=str(self.resume_from) if self.resume_from else None)
+        if data.bad_files:
+            shown = "; ".join(f"{p} ({r})" for p, r in data.bad_files[:3])
+            self.log.note(self.step, f"skipped {len(data.bad_files)} unreadable image file(s): {shown}")
+        for note in self.notes:
+            self.log.note(self.step, note)
+        if self.step >= cfg.steps:
+            self.log.note(self.step, f"already at step {self.step} >= steps={cfg.steps}: nothing to do")
+            return TrainResult(self.run_dir, self.step, find_latest(self.run_dir), None)
+
+        diffusion = create_diffusion("", learn_sigma=models.config.learn_sigma)
+        model = wrap_ddp(models.net, dist)
+        keys = StepKeys(len(data.dataset), cfg.batch_size, cfg.seed)
+        part = local_slice(cfg.batch_size, dist)
+        ks = range(part.start, part.stop)
+        loader = data.loader(keys, ks, self.step, cfg.steps, cfg.data.num_workers)
+        null = models.config.null_label
+        params = list(self.trainable.values())
+        window = {"loss": 0.0, "mse": 0.0, "vb": 0.0, "n": 0, "t0": time.perf_counter()}
+        last_loss = None
+        for s, (x, y) in zip(range(self.step, cfg.steps), loader):
+            n = s + 1
+            torch.manual_seed(derive_seed(cfg.seed, STREAM_GLOBAL_RNG, s, dist.rank))  # only LoRA dropout uses it
+            x, y = x.to(dist.device, non_blocking=True), y.to(dist.device, non_blocking=True)
+            x0 = data.to_model_space(x, keys.data_keys(s, ks)) if data.encode_every_step else x  # (b, C, H, W)
+            rng = PerSampleNoise(keys.diffusion_seeds(s, ks), dist.device)
+            t = rng.randint(diffusion.num_timesteps)  # (b,)
+            drop = rng.rand() < self.label_dropout  # (b,)
+            noise = rng.randn(x0.shape[1:])  # (b, C, H, W)
+            if null is not None:
+                y = torch.where(drop, torch.full_like(y, null), y)
+            x_t = diffusion.q_sample(x0, t, noise)
+            with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = model(x_t, t, y)  # (b, out_channels, H, W)
+            terms = diffusion.training_losses(out.float(), x0, x_t, t, noise)
+            loss = terms["loss"].mean()
+            if cfg.debug_nan_at_step == n:
+                loss = loss * float("nan")
+            vb = terms["vb"].mean() if "vb" in terms else torch.zeros((), device=loss.device)
+            stats = all_reduce_mean(torch.stack([loss.detach(), terms["mse"].mean().detach(), vb.detach()]), dist)
+            stats = stats.tolist()
+            if not math.isfinite(stats[0]):
+                self._stop_nonfinite("loss", stats[0], n)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf")))
+            if not math.isfinite(gnorm):
+                self._stop_nonfinite("gradient norm", gnorm, n)
+            self.opt.step()
+            decay = self.ema.update(self.trainable, s)
+            self.step = n
+            last_loss = stats[0]
+            for k, v in zip(("loss", "mse", "vb"), stats):
+                window[k] += v
+            window["n"] += 1
+            self.log.advance()
+            if n % cfg.log_every == 0 or n == cfg.steps:
+                dt = time.perf_counter() - window["t0"]
+                its = window["n"] / dt if dt > 0 else 0.0
+                self.log.metrics(n, {"loss": window["loss"] / window["n"], "mse": window["mse"] / window["n"],
+                                     "vb": window["vb"] / window["n"], "grad_norm": gnorm, "lr": cfg.lr,
+                                     "ema_decay": decay, "it_per_s": its, "img_per_s": its * cfg.batch_size,
+                                     "epoch": n * cfg.batch_size / len(data.dataset)})
+                window = {"loss": 0.0, "mse": 0.0, "vb": 0.0, "n": 0, "t0": time.perf_counter()}
+            if cfg.debug_kill_at_step == n:
+                os.kill(os.getpid(), signal.SIGKILL)  # testing hook: a hard kill, nothing is flushed
+            if n % cfg.ckpt_every == 0 or n == cfg.steps:
+                self.save()
+            if cfg.sample_every and (n % cfg.sample_every == 0 or n == cfg.steps):
+                self.grid()
+        self.log.event("done", self.step, loss=last_loss)
+        return TrainResult(self.run_dir, self.step, find_latest(self.run_dir), last_loss)
+
+
+def summarize(result: TrainResult) -> str:
+    """One line for the CLI."""
+    return json.dumps({"run_dir": str(result.run_dir), "step": result.step,
+                       "checkpoint": str(result.checkpoint) if result.checkpoint else None, "loss": result.last_loss})

@@ -1,0 +1,64 @@
+"""Named training presets (EDM2 style: one entry per protocol), as nested overrides of ``TrainConfig``.
+
+``dit-xl2-imagenet-published`` is the recipe of the DoG forks / DogFit (RESEARCH.md section 2);
+the others are ours: a LoRA variant of it, and small presets that run on a CPU (``cpu-tiny``;
+``animal-source`` / ``animal-target`` for the embedded demo's source and target models).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# Named presets (EDM2 style: one entry per protocol). Values are nested overrides of TrainConfig.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The recipe of the forks / DogFit (RESEARCH.md section 2): full fine-tune of DiT-XL/2-256 from ImageNet.
+    # The base checkpoint and the target folder are the user's: --set base=DiT-XL-2-256x256.pt data.dataset=DIR
+    "dit-xl2-imagenet-published": dict(
+        init="base", mode="full", base_which="ema", vae="stabilityai/sd-vae-ft-ema", label_dropout=0.1,
+        lr=1e-4, weight_decay=0.0, batch_size=32, steps=24000, ema=dict(decay=0.9999, warmup="none"),
+        grad_clip=None, precision="fp32", tf32=True, log_every=100, ckpt_every=1000, keep_last=3,
+        sample_every=2000, data=dict(resolution=256, channels=3, random_flip=True, latent_cache=True),
+        grid=dict(num=8, sampler="ddpm", steps=50, scale=1.5), out="runs/dit-xl2-finetune"),
+    # Ours (not published): the same recipe with LoRA; the guide is the base with the adapter off.
+    "dit-xl2-imagenet-lora": dict(
+        init="base", mode="lora", base_which="ema", vae="stabilityai/sd-vae-ft-ema", label_dropout=0.1,
+        lora=dict(rank=32), lr=1e-4, weight_decay=0.0, batch_size=32, steps=24000,
+        ema=dict(decay=0.9999, warmup="linear"), precision="auto", log_every=100, ckpt_every=1000,
+        sample_every=2000, data=dict(resolution=256, channels=3, random_flip=True, latent_cache=True),
+        grid=dict(num=8, sampler="ddpm", steps=50, scale=1.5), out="runs/dit-xl2-lora"),
+    # Seconds on a CPU: a tiny pixel-space DiT pre-trained on scikit-learn digits (8x8).
+    "cpu-tiny": dict(
+        init="scratch", model="T/2", model_overrides=dict(hidden_size=64, depth=2, num_heads=4),
+        data=dict(dataset="digits", resolution=8), label_dropout=0.1, lr=1e-3, batch_size=32, steps=300,
+        ema=dict(decay=0.99, warmup="linear"), device="cpu", log_every=10, ckpt_every=100, keep_last=2,
+        sample_every=100, grid=dict(num=10, steps=10), out="runs/cpu-tiny"),
+    # Source model of the embedded demo: animal-mnist classes 0-5 (bear..elephant), 16x16 pixels, from scratch.
+    "animal-source": dict(
+        init="scratch", model="M/2", data=dict(dataset="animal-mnist", resolution=16, classes=[0, 1, 2, 3, 4, 5],
+                                               split="train"),
+        label_dropout=0.1, lr=3e-4, batch_size=64, steps=20000, ema=dict(decay=0.9995, warmup="linear"),
+        grad_clip=1.0, device="auto", log_every=50, ckpt_every=1000, keep_last=3, sample_every=2000,
+        grid=dict(num=12, steps=25), out="runs/animal-source"),
+    # Target fine-tune of the demo: 4 new classes (giraffe, horse, sheep, zebra), 50 images each.
+    "animal-target": dict(
+        init="base", base="runs/animal-source", mode="full",
+        data=dict(dataset="animal-mnist", resolution=16, classes=[6, 7, 8, 9], split="train", images_per_class=50),
+        label_dropout=0.1, lr=1e-4, batch_size=32, steps=2000, ema=dict(decay=0.999, warmup="linear"),
+        grad_clip=1.0, log_every=50, ckpt_every=500, keep_last=2, sample_every=500,
+        grid=dict(num=12, steps=25), out="runs/animal-target"),
+    "animal-target-lora": dict(
+        init="base", base="runs/animal-source", mode="lora", lora=dict(rank=8),
+        data=dict(dataset="animal-mnist", resolution=16, classes=[6, 7, 8, 9], split="train", images_per_class=50),
+        label_dropout=0.1, lr=1e-3, batch_size=32, steps=2000, ema=dict(decay=0.999, warmup="linear"),
+        grad_clip=1.0, log_every=50, ckpt_every=500, keep_last=2, sample_every=500,
+        grid=dict(num=12, steps=25), out="runs/animal-target-lora"),
+}
+
+
+def describe_presets() -> str:
+    """One line per preset, for ``--help``."""
+    lines = []
+    for name, p in PRESETS.items():
+        data = p.get("data", {}).get("dataset", "DATA")
+        lines.append(f"  {name}: init={p.get('init')}, mode={p.get('mode', 'full')}, data={data}, "
+                     f"batch={p.get('batch_size')}, steps={p.get('steps')}, lr={p.get('lr')}")
+    return "\n".join(lines)
