@@ -99,6 +99,8 @@ def test_full_finetune_retargets_the_table_and_keeps_the_base(tmp_path, tiny_bas
                                "label_dropout=0",
                                "steps=2", preset=None))
     net, config, _ = load_model(result.checkpoint)
+    by_run_dir, _, _ = load_model(result.run_dir)  # a run directory means its latest checkpoint
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), by_run_dir.state_dict().values()))
     base_net, base_cfg, _ = load_model(tiny_base)
     assert config.num_classes == 2 and config.null_label is None and base_cfg.null_label == 10
     assert net.y_embedder.embedding_table.weight.shape == (2, 32)  # fresh K-row table (no dropout: no null row)

@@ -68,6 +68,8 @@ def _config(d: Mapping[str, Any], source: Path | str) -> DiTConfig:
 
 def _resolve(path_or_id: str | os.PathLike) -> Path:
     path = Path(path_or_id).expanduser()
+    if path.is_dir() and (path / "checkpoints" / "latest").exists():
+        return path / "checkpoints" / "latest"  # a training run directory: its latest checkpoint
     if path.exists():
         return path
     legacy = Path("pretrained_models") / path.name  # where DiT's download.py puts official weights
