@@ -51,12 +51,8 @@ def run_cli(args: list[str], *, nproc: int = 1, threads: int | None = None, time
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models on busy shared cores run ~30x slower with OpenMP threads spinning."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_thread):
+    """Every test here runs on one thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
