@@ -68,3 +68,17 @@ def test_two_processes_write_the_same_files(checkpoints, tmp_path):
     a, b = _arr(tmp_path / "one" / "samples.npz"), _arr(tmp_path / "two" / "samples.npz")
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_latent_model_decodes_through_the_vae(tiny_vae_dir, tmp_path):
+    pre = tiny_dit(num_classes=10, seed=1, in_channels=4, latent=True, vae=str(tiny_vae_dir))
+    save_model(tmp_path / "pre", pre, pre.config)
+    ft, ft_cfg = retarget(pre, pre.config, num_classes=3, seed=5)
+    save_model(tmp_path / "ft", ft, ft_cfg)
+    code = main(["sample", "--model", str(tmp_path / "ft"), "--guide", str(tmp_path / "pre"), "--seeds", "0-2",
+                 "--steps", "3", "--out", str(tmp_path / "out"), "--no-progress", "--method", "dog"])
+    assert code == 0
+    images, _ = _arr(tmp_path / "out" / "samples.npz")
+    assert images.shape == (3, 16, 16, 3)  # 8x8x4 latents decoded by the 2x VAE to RGB
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())["settings"]
+    assert settings["clip_denoised"] is False  # latents are not clipped (as DiT)

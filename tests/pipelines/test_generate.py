@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from domain_guidance.core.denoiser import Denoiser
 from domain_guidance.core.guidance import build_guided_denoiser

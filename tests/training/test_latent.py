@@ -16,16 +16,8 @@ from .conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        latent_channels=4, norm_num_groups=8, sample_size=8)
-    out = tmp_path_factory.mktemp("vae")
-    vae.save_pretrained(out)
-    return out
+def vae_dir(tiny_vae_dir):
+    return tiny_vae_dir
 
 
 def latent_sets(vae_dir, *more):
