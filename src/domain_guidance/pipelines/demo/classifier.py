@@ -1,0 +1,149 @@
+"""The demo's cheap domain judge: a small CNN trained on all ten animal-mnist classes at 16 px.
+
+Metrics on a sample set (uint8 NHWC images): the share classified into a target class (in-domain
+rate), the share classified as the class it was asked for (class match), and a Frechet distance in
+the CNN's penultimate features against held-out target images.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ...io.data import load_builtin
+
+NUM_CLASSES = 10
+FEATURE_DIM = 128
+
+
+class SmallCNN(nn.Module):
+    """(N, 1, 16, 16) in [-1, 1] -> logits (N, 10); ``features`` is the 128-d penultimate layer."""
+
+    def __init__(self, channels: int = 1, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),  # (N, 64, 8, 8)
+            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),  # (N, 128, 4, 4)
+            nn.Flatten(), nn.Linear(128 * 16, FEATURE_DIM), nn.ReLU(),
+        )
+        self.head = nn.Linear(FEATURE_DIM, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # (N, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))  # (N, 10)
+
+
+def _arrays(split: str, resolution: int, classes: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, R, R) float in [-1, 1], original class ids (N,) of an animal-mnist split."""
+    ds = load_builtin("animal-mnist", resolution=resolution, channels=1, classes=classes, split=split)
+    x = torch.from_numpy(ds.images).float().div(127.5).sub(1.0).unsqueeze(1)
+    kept = ds.info["source_classes"]
+    y = torch.tensor([kept[i] for i in ds.labels.tolist()], dtype=torch.long)
+    return x, y
+
+
+def frechet_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    """Frechet distance of two (N, D) feature sets (unbiased covariances), exact, in O(n1 n2 D).
+
+    With centred A (n1, D) and B (n2, D): tr sqrt(S1 S2) is the sum of the singular values of
+    A B^T / sqrt((n1 - 1)(n2 - 1)); no D x D root is needed (seconds instead of tens of
+    seconds at D = 2048 on a CPU). Equal to ``frechet_distance_from_features``.
+    """
+    a, b = np.asarray(f1, dtype=np.float64), np.asarray(f2, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need two (N >= 2, D) feature sets of the same D, got {a.shape} and {b.shape}")
+    mu1, mu2 = a.mean(0), b.mean(0)
+    a, b = a - mu1, b - mu2
+    n1, n2 = len(a) - 1, len(b) - 1
+    tr_covmean = float(np.linalg.svd(a @ b.T, compute_uv=False).sum()) / np.sqrt(n1 * n2)
+    diff = mu1 - mu2
+    value = float(diff @ diff) + float((a * a).sum()) / n1 + float((b * b).sum()) / n2 - 2.0 * tr_covmean
+    return max(value, 0.0)
+
+
+def uint8_to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) samples -> (N, 1, H, W) float in [-1, 1] (first channel)."""
+    x = torch.from_numpy(np.ascontiguousarray(images[..., :1])).permute(0, 3, 1, 2).float()
+    return x.div(127.5).sub(1.0)
+
+
+def train_classifier(out: str | Path, resolution: int = 16, epochs: float = 4.0, batch_size: int = 128,
+                     seed: int = 0, progress: bool = True) -> tuple[SmallCNN, dict[str, Any]]:
+    """Train (or load the cached ``out/classifier.pt``) the 10-class CNN; returns (model, info).
+
+    info holds the held-out test accuracy. The cache is reused only if its settings match.
+    """
+    path = Path(out) / "classifier.pt"
+    settings = {"resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed}
+    model = SmallCNN()
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("settings") == settings:
+            model.load_state_dict(saved["state_dict"])
+            return model.eval(), saved["info"]
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, y = _arrays("train", resolution)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    steps = max(1, math.ceil(epochs * len(x) / batch_size))
+    model.train()
+    for _ in tqdm(range(steps), desc="classifier", unit="step", disable=not progress):
+        idx = torch.randint(len(x), (batch_size,), generator=gen)
+        xb = x[idx]
+        flip = torch.rand(batch_size, generator=gen) < 0.5  # animal-mnist is flip-invariant
+        xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+        loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    xt, yt = _arrays("test", resolution)
+    with torch.no_grad():
+        acc = float((predict(model, xt).argmax(1) == yt).float().mean())
+    info = {"test_accuracy": acc, "train_images": len(x), "test_images": len(xt), "steps": steps}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": model.state_dict(), "settings": settings, "info": info}, tmp)
+    tmp.replace(path)
+    (Path(out) / "classifier.json").write_text(json.dumps({**settings, **info}, indent=2) + "\n")
+    return model, info
+
+
+@torch.no_grad()
+def predict(model: SmallCNN, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits (N, 10) of inputs in [-1, 1]."""
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def features(model: SmallCNN, x: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """Penultimate features (N, 128) as float64."""
+    return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
+
+
+def domain_metrics(model: SmallCNN, images: np.ndarray, requested: np.ndarray, target_classes: Sequence[int],
+                   reference_features: np.ndarray) -> dict[str, float]:
+    """Classifier metrics of uint8 NHWC samples whose labels (0..K-1) index ``target_classes``.
+
+    in_domain: share predicted as any target class; class_match: share predicted as the requested
+    class; off_domain: 1 - in_domain (share predicted as a source class); fd_classifier: Frechet
+    distance of the penultimate features vs ``reference_features``.
+    """
+    x = uint8_to_input(images)
+    pred = predict(model, x).argmax(1).numpy()
+    targets = np.asarray(list(target_classes))
+    wanted = targets[np.asarray(requested, dtype=np.int64)]
+    in_domain = float(np.isin(pred, targets).mean())
+    return {"in_domain": in_domain, "class_match": float((pred == wanted).mean()),
+            "off_domain": 1.0 - in_domain,
+            "fd_classifier": frechet_from_features(features(model, x), reference_features)}

@@ -1,0 +1,79 @@
+"""Configuration of the embedded transfer benchmark (``dog demo``): a dataclass with two named sizes.
+
+``quick`` is the README / CI size (minutes on 2 CPU cores); ``full`` (``dog demo --full``) takes more
+samples, more seeds and a finer w grid for a more stable measurement (about an hour on a CPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DemoConfig:
+    """One demo run: source model, target fine-tune(s), sampling grid and evaluation sizes."""
+
+    out: str = "runs/demo"
+    # source model: a run dir / checkpoint; if it has no checkpoint, pre-train one into out/source
+    source: str = "runs/animal-source"
+    source_preset: str = "animal-source"
+    pretrain_steps: int = 20000
+    model: str | None = None  # pre-training model size override (None: the preset's)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {hidden_size: 32, depth: 1}
+    # target domain and fine-tuning (published protocol: label dropout 0.1)
+    target_preset: str = "animal-target"
+    target_classes: list[int] = field(default_factory=lambda: [6, 7, 8, 9])
+    images_per_class: int = 50
+    finetune_steps: int = 2000
+    finetune_batch: int = 32
+    also_without_dropout: bool = False  # also fine-tune with label dropout 0 (unguided / DoG only)
+    train_extra: list[str] = field(default_factory=list)  # extra ``--set`` items for both trainings
+    # sampling
+    w: list[float] = field(default_factory=lambda: [1.5, 3.0])
+    samples: int = 200  # per (method, w, seed replicate)
+    seeds: list[int] = field(default_factory=lambda: [0])  # replicate r uses seeds r*100000 + range(samples)
+    sampler: str = "ddim"
+    steps: int = 25
+    batch_size: int = 50
+    # evaluation
+    fid: bool = True  # real FID-Inception (about 8 img/s on 2 cores)
+    reference_images: int | None = 400  # held-out target test images used as reference (None: all)
+    classifier_epochs: float = 4.0  # the 10-class CNN judge, trained once and cached in out/
+    classifier_batch: int = 128
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def validate(self) -> "DemoConfig":
+        """Raise ValueError naming the first bad field."""
+        if not self.w or any(w < 1.0 for w in self.w):
+            raise ValueError(f"w must be a non-empty list of weights >= 1, got {self.w}")
+        if self.samples < 2:
+            raise ValueError(f"samples must be >= 2 (FID needs two images), got {self.samples}")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one replicate")
+        if self.images_per_class < 1 or self.finetune_steps < 1 or self.pretrain_steps < 1:
+            raise ValueError("images_per_class, finetune_steps and pretrain_steps must be >= 1")
+        if not self.target_classes or any(not 0 <= c < 10 for c in self.target_classes):
+            raise ValueError(f"target_classes must be animal-mnist ids 0..9, got {self.target_classes}")
+        return self
+
+
+def quick() -> DemoConfig:
+    """README size: 200 samples per setting, one seed replicate, w in {1.5, 3}."""
+    return DemoConfig()
+
+
+def full() -> DemoConfig:
+    """``--full``: more samples and seed replicates, a finer w grid, also the no-dropout fine-tune."""
+    return DemoConfig(out="runs/demo-full", w=[1.25, 1.5, 2.0, 3.0, 4.0], samples=500, seeds=[0, 1, 2],
+                      steps=50, reference_images=None, also_without_dropout=True, classifier_epochs=8.0)
+
+
+VARIANTS = {"quick": quick, "full": full}
