@@ -103,3 +103,13 @@ def test_errors_name_the_problem():
         acc.update(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="NaN"):
         GaussianAccumulator().update(np.full((2, 3), np.nan))
+
+
+def test_svd_method_equals_the_covariance_route():
+    from domain_guidance.pipelines.metrics.frechet import frechet_distance_from_features
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(40, 300)), rng.normal(0.3, 1.2, size=(25, 300))
+    expected = frechet_distance_from_features(a, b, method="eigh")
+    assert frechet_distance_from_features(a, b, method="svd") == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance_from_features(a, a, method="svd") == pytest.approx(0.0, abs=1e-9)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ...io.data import load_builtin
+from ..metrics.frechet import frechet_distance_from_features
 
 NUM_CLASSES = 10
 FEATURE_DIM = 128
@@ -53,22 +54,8 @@ def _arrays(split: str, resolution: int, classes: Sequence[int] | None = None) -
 
 
 def frechet_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
-    """Frechet distance of two (N, D) feature sets (unbiased covariances), exact, in O(n1 n2 D).
-
-    With centred A (n1, D) and B (n2, D): tr sqrt(S1 S2) is the sum of the singular values of
-    A B^T / sqrt((n1 - 1)(n2 - 1)); no D x D root is needed (seconds instead of tens of
-    seconds at D = 2048 on a CPU). Equal to ``frechet_distance_from_features``.
-    """
-    a, b = np.asarray(f1, dtype=np.float64), np.asarray(f2, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"need two (N >= 2, D) feature sets of the same D, got {a.shape} and {b.shape}")
-    mu1, mu2 = a.mean(0), b.mean(0)
-    a, b = a - mu1, b - mu2
-    n1, n2 = len(a) - 1, len(b) - 1
-    tr_covmean = float(np.linalg.svd(a @ b.T, compute_uv=False).sum()) / np.sqrt(n1 * n2)
-    diff = mu1 - mu2
-    value = float(diff @ diff) + float((a * a).sum()) / n1 + float((b * b).sum()) / n2 - 2.0 * tr_covmean
-    return max(value, 0.0)
+    """Frechet distance of two (N, D) feature sets (exact, no D x D root: metrics' "svd" method)."""
+    return frechet_distance_from_features(f1, f2, method="svd")
 
 
 def uint8_to_input(images: np.ndarray) -> torch.Tensor:

@@ -145,7 +145,32 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return max(value, 0.0)
 
 
+def _frechet_svd(f1: np.ndarray | torch.Tensor, f2: np.ndarray | torch.Tensor) -> float:
+    """Exact Frechet distance of two feature sets without a D x D root, O(n1 n2 D).
+
+    With centred A (n1, D), B (n2, D): tr sqrt(S1 S2) is the sum of the singular values of
+    A B^T / sqrt((n1 - 1)(n2 - 1)) (the non-zero spectra of S1 S2 and of that n1 x n2 product
+    coincide). Seconds instead of tens of seconds at D = 2048 when N is small.
+    """
+    a, b = _as_f64(f1), _as_f64(f2)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need two (N >= 2, D) feature sets of the same D, got {a.shape} and {b.shape}")
+    mu1, mu2 = a.mean(0), b.mean(0)
+    a, b = a - mu1, b - mu2
+    n1, n2 = len(a) - 1, len(b) - 1
+    tr_covmean = float(np.linalg.svd(a @ b.T, compute_uv=False).sum()) / np.sqrt(n1 * n2)
+    diff = mu1 - mu2
+    value = float(diff @ diff) + float((a * a).sum()) / n1 + float((b * b).sum()) / n2 - 2.0 * tr_covmean
+    return max(value, 0.0)
+
+
 def frechet_distance_from_features(f1: np.ndarray | torch.Tensor, f2: np.ndarray | torch.Tensor,
                                    method: str = "sqrtm") -> float:
-    """Frechet distance between two (N, D) feature sets."""
+    """Frechet distance between two (N, D) feature sets.
+
+    method: "sqrtm" or "eigh" (see ``frechet_distance``), or "svd": the same value from the
+    feature matrices directly, much faster when N is small compared with D.
+    """
+    if method == "svd":
+        return _frechet_svd(f1, f2)
     return frechet_distance(*gaussian_stats(f1), *gaussian_stats(f2), method=method)
