@@ -1,10 +1,12 @@
-"""Atomic writes: a half-written file never replaces a good one (temp file, fsync, rename)."""
+"""Atomic writes: a half-written file never replaces a good one (temp file, fsync, rename).
+
+Checkpoint directories have their own guarded directory swap in ``checkpoint_files``.
+"""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,11 +21,9 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _fsync_tree(path: Path) -> None:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    for f in files:
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 @contextlib.contextmanager
@@ -43,35 +43,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp
-        _fsync_tree(tmp)
+        _fsync_file(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; on success it replaces ``path`` as a whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from .atomic import atomic_path as atomic_file  # noqa: F401 - the shared atomic file writer
 
 # Globals a checkpoint may need beyond torch's weights_only allowlist. DiT/SiT training
 # checkpoints pickle their argparse arguments as ``args``; nothing else is ever allowed.
@@ -93,27 +94,6 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success fsync it and ``os.replace`` it onto ``path``.
-
-    On any error the temporary file is removed and ``path`` keeps its previous content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-        _fsync_path(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
