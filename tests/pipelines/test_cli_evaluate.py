@@ -5,17 +5,11 @@ import numpy as np
 import pytest
 
 from domain_guidance.cli import main
-from domain_guidance.io.checkpoints import retarget, save_model
-from tests.core.helpers import tiny_dit
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    pre = tiny_dit(num_classes=10, seed=1, in_channels=1, latent=False)
-    save_model(root / "pre", pre, pre.config)
-    ft, ft_cfg = retarget(pre, pre.config, num_classes=3, seed=5)
-    save_model(root / "ft", ft, ft_cfg)
+def setup(checkpoints):
+    root = checkpoints
     rng = np.random.default_rng(0)
     np.savez(root / "ref.npz", arr_0=rng.integers(0, 256, (6, 8, 8, 1), dtype=np.uint8))
     return root

@@ -12,16 +12,6 @@ from domain_guidance.io.checkpoints import retarget, save_model
 from tests.core.helpers import tiny_dit
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    pre = tiny_dit(num_classes=10, seed=1, in_channels=1, latent=False)
-    save_model(root / "pre", pre, pre.config)
-    ft, ft_cfg = retarget(pre, pre.config, num_classes=3, seed=5)
-    save_model(root / "ft", ft, ft_cfg)
-    return root
-
-
 def _run(checkpoints, out, *extra):
     return main(["sample", "--model", str(checkpoints / "ft"), "--guide", str(checkpoints / "pre"),
                  "--seeds", "0-5", "--steps", "4", "--shard-size", "2", "--out", str(out), "--no-progress", *extra])
