@@ -8,7 +8,17 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+# The demo's source model, produced once by `dog pretrain --preset animal-source` (see assets/README.md)
+# and shipped so that `dog demo` needs no hour-long pre-training on a fresh clone.
+SHIPPED_SOURCE = Path(__file__).resolve().parents[2] / "assets" / "animal-source.safetensors"
+
+
+def default_source() -> str:
+    """The shipped source checkpoint if present, else the run directory the preset trains into."""
+    return str(SHIPPED_SOURCE) if SHIPPED_SOURCE.is_file() else "runs/animal-source"
 
 
 @dataclass
@@ -17,16 +27,16 @@ class DemoConfig:
 
     out: str = "runs/demo"
     # source model: a run dir / checkpoint; if it has no checkpoint, pre-train one into out/source
-    source: str = "runs/animal-source"
+    source: str = field(default_factory=default_source)
     source_preset: str = "animal-source"
-    pretrain_steps: int = 20000
+    pretrain_steps: int = 9000  # what the shipped source checkpoint was trained for
     model: str | None = None  # pre-training model size override (None: the preset's)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {hidden_size: 32, depth: 1}
     # target domain and fine-tuning (published protocol: label dropout 0.1)
     target_preset: str = "animal-target"
     target_classes: list[int] = field(default_factory=lambda: [6, 7, 8, 9])
     images_per_class: int = 50
-    finetune_steps: int = 2000
+    finetune_steps: int = 500
     finetune_batch: int = 32
     also_without_dropout: bool = False  # also fine-tune with label dropout 0 (unguided / DoG only)
     train_extra: list[str] = field(default_factory=list)  # extra ``--set`` items for both trainings
