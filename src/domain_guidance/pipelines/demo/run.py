@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...core.guidance import build_guided_denoiser
-from ...io.atomic import write_json
+from ...io.atomic import atomic_path, write_json
 from ...io.data import load_builtin
 from ..generate import GenerationSettings, balanced_labels, generate, load_samples
 from ..loading import load_denoisers, model_shape
@@ -111,7 +111,8 @@ def inception_features(extractor: Any, images: np.ndarray, cache: Path | None = 
         warnings.filterwarnings("ignore", message="only .* images for", category=RuntimeWarning)
         feats = compute_stats(images, extractor, 50, keep_features=True, progress=progress).features
     if cache is not None:
-        np.savez(cache, features=feats, n=len(images), sha=_sha(images))
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, features=feats, n=len(images), sha=_sha(images))
     return feats
 
 
