@@ -56,7 +56,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..pipelines.training.config import describe_presets
+    from ..pipelines.training.presets import describe_presets
 
     fmt = argparse.RawDescriptionHelpFormatter
     ft = sub.add_parser(

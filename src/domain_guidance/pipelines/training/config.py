@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.models.adapters import DEFAULT_LORA_TARGETS
-from .presets import PRESETS, describe_presets  # noqa: F401 - re-exported
+from .presets import PRESETS
 
 
 @dataclass
