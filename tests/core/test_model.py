@@ -33,10 +33,45 @@ def test_xl2_matches_official_layout():
     assert not any("norm" in k for k in sd)  # LayerNorms have no parameters
 
 
-@pytest.mark.parametrize("name", ["S/2", "B/4", "L/8"])
-def test_size_registry(name):
-    cfg = dit_config(name)
-    assert cfg.patch_size == int(name[-1])
+# The DiT paper's Table 1 (Peebles & Xie 2023): layers, hidden size, heads; params in millions.
+PUBLISHED = {"S": (12, 384, 6, 33), "B": (12, 768, 12, 130), "L": (24, 1024, 16, 458), "XL": (28, 1152, 16, 675)}
+
+
+def dit_param_count(depth: int, d: int, patch: int, in_ch: int = 4, tokens: int = 256, classes: int = 1000,
+                    learn_sigma: bool = True, freq: int = 256, mlp_ratio: int = 4) -> int:
+    """Parameters of a DiT written out from the architecture (not from our modules), pos_embed included
+    (the official train.py counts it: 675,129,632 for DiT-XL/2)."""
+    out_ch = 2 * in_ch if learn_sigma else in_ch
+    patch_embed = in_ch * patch * patch * d + d  # conv p x p, stride p
+    pos_embed = tokens * d  # fixed sin-cos, stored as a parameter
+    t_embed = freq * d + d + d * d + d  # MLP freq -> d -> d
+    y_embed = (classes + 1) * d  # label table with the null row
+    attn = (d * 3 * d + 3 * d) + (d * d + d)  # qkv + proj
+    mlp = (d * mlp_ratio * d + mlp_ratio * d) + (mlp_ratio * d * d + d)  # fc1 + fc2
+    ada = d * 6 * d + 6 * d  # adaLN-Zero: shift/scale/gate for attn and mlp
+    final = (d * 2 * d + 2 * d) + (d * patch * patch * out_ch + patch * patch * out_ch)
+    return patch_embed + pos_embed + t_embed + y_embed + depth * (attn + mlp + ada) + final
+
+
+@pytest.mark.parametrize("size", ["S", "B", "L", "XL"])
+def test_size_registry_matches_published_table(size):
+    depth, hidden, heads, millions = PUBLISHED[size]
+    for patch in (2, 4, 8):
+        cfg = dit_config(f"DiT-{size}/{patch}")
+        assert (cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size) == (depth, hidden, heads, patch)
+        assert (cfg.input_size, cfg.in_channels, cfg.num_classes, cfg.mlp_ratio) == (32, 4, 1000, 4.0)
+    expected = dit_param_count(depth, hidden, 2)
+    assert abs(expected / 1e6 - millions) < 0.6, expected  # the paper rounds: S 32.96M, B 130.51M, L 458.10M
+    with torch.device("meta"):
+        net = DiT(dit_config(f"DiT-{size}/2"))
+    assert sum(p.numel() for p in net.parameters()) == expected
+
+
+def test_xl2_parameter_count_is_the_official_one():
+    assert dit_param_count(28, 1152, 2) == 675_129_632  # "DiT Parameters: 675,129,632" (official train.py log)
+    with torch.device("meta"):
+        net = DiT(dit_config("DiT-XL/4"))  # patch 4: 64 tokens, 4*4*4 inputs and 4*4*8 outputs per token
+    assert sum(p.numel() for p in net.parameters()) == dit_param_count(28, 1152, 4, tokens=64)
 
 
 def test_unknown_size_error():
