@@ -134,3 +134,31 @@ def test_guided_denoiser_is_generic_over_ndim():
     out = g(x, torch.tensor([5, 5, 50]), torch.tensor([0, 1, 1]))
     # uncond = 0 + 2 (null label); cond = 1 + label; guided = 2 + 2 * (cond - 2)
     torch.testing.assert_close(out, torch.tensor([[0.0, 0.0], [2.0, 2.0], [2.0, 2.0]]))
+
+
+@pytest.mark.parametrize("method", ["dog", "cfg"])
+def test_scale_just_above_one_is_the_rule_not_the_shortcut(models, method):
+    """w = 1 short-circuits to the conditional branch; w = 1 + 1e-3 must go through the rule:
+    uncond + w (cond - uncond) with the branches evaluated here on the raw networks, and within
+    O(eps) of the conditional output (but not equal to it)."""
+    pre, ft = models
+    with torch.no_grad():  # a label table 50x larger: the tiny net's labels then move its output by ~0.1
+        ft.net.y_embedder.embedding_table.weight.mul_(50)
+    x, t, y = _inputs()
+    eps = 1e-3
+    with torch.no_grad():
+        cond = ft.net(x, t, y).double()  # (4, 8, 8, 8): eps (4 channels) then the variance
+        if method == "dog":
+            uncond = pre.net(x, t, torch.full_like(y, 10)).double()  # the pre-trained model's own null label
+        else:
+            uncond = ft.net(x, t, torch.full_like(y, 3)).double()  # the fine-tuned model's null label
+    g = build_guided_denoiser(method, ft, pre if method == "dog" else None, scale=1 + eps)
+    out = g(x, t, y).double()
+    expected = torch.cat([uncond[:, :4] + (1 + eps) * (cond[:, :4] - uncond[:, :4]), cond[:, 4:]], 1)
+    torch.testing.assert_close(out, expected, atol=2e-6, rtol=0)
+    gap = (cond[:, :4] - uncond[:, :4]).abs()
+    assert gap.amax() > 0.05  # the branches really differ, so the test can see the guidance term
+    dev = (out[:, :4] - cond[:, :4]).abs()
+    assert (dev <= eps * gap + 2e-6).all()  # |guided - cond| = eps |cond - uncond|
+    assert dev.amax() > 0.5 * eps * gap.amax()  # ... and it is not the conditional output itself
+    torch.testing.assert_close(out[:, 4:], cond[:, 4:], atol=1e-6, rtol=0)
