@@ -30,8 +30,10 @@ def test_file_then_set_precedence_toml_and_yaml(tmp_path):
     assert cfg.ema.warmup == "power" and cfg.grid.methods == ["unguided"] and cfg.data.dataset == "digits"
     yml = tmp_path / "run.yaml"
     yml.write_text("init: scratch\ndata: {dataset: digits, resolution: 8}\nmodel_overrides: {depth: 1}\n")
-    cfg = resolve_config(config_file=yml, sets=["model_overrides.hidden_size=32", "base=0123"])
-    assert cfg.model_overrides == {"depth": 1, "hidden_size": 32} and cfg.base == "0123"
+    cfg = resolve_config(config_file=yml, sets=["model_overrides.hidden_size=32", "init=base", "base=0123"])
+    assert cfg.model_overrides == {"depth": 1, "hidden_size": 32} and cfg.base == "0123" and cfg.init == "base"
+    with pytest.raises(ValueError, match=r"init='scratch' \(config file .*run.yaml\).*base='0123' \(--set base=0123\)"):
+        resolve_config(config_file=yml, sets=["base=0123"])  # the file's explicit init=scratch contradicts a base
     assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg  # the saved JSON round-trips
 
 

@@ -16,6 +16,8 @@ EPILOG = """\
 configuration (later wins): defaults < --preset < --config FILE < shortcut flags < --set KEY=VALUE.
 Keys are TrainConfig fields; nested ones use dots: data.dataset, data.classes, lora.rank, ema.decay,
 ema.warmup, grid.num... Values are parsed as JSON/YAML (1e-4, [0,1,2], null, true).
+A base given explicitly (--base, base= in --config or --set) means init=base, also over a preset that
+pre-trains (cpu-tiny); an explicit init=scratch together with it is an error.
 
 presets:
 {presets}
@@ -66,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "The result samples unguided, with CFG (label dropout > 0) or with Domain Guidance.",
         epilog=EPILOG.format(presets=describe_presets(), cmd="finetune"), formatter_class=fmt)
     _add_common(ft)
-    ft.add_argument("--base", default=None, help="shortcut for base: the pre-trained checkpoint or run directory "
-                                                 "(default: from the config; required unless init=scratch)")
+    ft.add_argument("--base", default=None, help="shortcut for base=PATH and init=base: the pre-trained checkpoint or "
+                                                 "run directory to start from, also over a scratch preset such as "
+                                                 "cpu-tiny (default: from the config; required unless init=scratch)")
     ft.add_argument("--mode", choices=["full", "lora"], default=None,
                     help="full fine-tuning or LoRA (default: from the config, full)")
     ft.set_defaults(func=run_finetune)
@@ -84,24 +87,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _resolve(args: argparse.Namespace, pretrain: bool):
-    from ..pipelines.training.config import resolve_config
+    from ..pipelines.training.config import PRESETS, resolve_config
 
     sets = [s for group in args.sets for s in group]
-    shortcuts = {"out": args.out, "data.dataset": args.data, "steps": args.steps, "batch_size": args.batch_size,
-                 "device": args.device, "base": getattr(args, "base", None), "mode": getattr(args, "mode", None),
-                 "model": getattr(args, "model", None)}
-    pre = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
+    flags = {"--out": ("out", args.out), "--data": ("data.dataset", args.data), "--steps": ("steps", args.steps),
+             "--batch-size": ("batch_size", args.batch_size), "--device": ("device", args.device),
+             "--base": ("base", getattr(args, "base", None)), "--mode": ("mode", getattr(args, "mode", None)),
+             "--model": ("model", getattr(args, "model", None))}
+    shortcuts = [(flag, f"{key}={value}") for flag, (key, value) in flags.items() if value is not None]
     if args.no_progress:
-        pre.append("progress=false")
+        shortcuts.append(("--no-progress", "progress=false"))
     if pretrain:
-        pre = ["init=scratch", *pre]
-    if pretrain:
-        from ..pipelines.training.config import PRESETS
-
+        shortcuts.insert(0, ("dog pretrain", "init=scratch"))
         preset = PRESETS.get(args.preset or "", {})
         if preset.get("init", "scratch") != "scratch" or preset.get("base"):
             raise ValueError(f"preset {args.preset!r} fine-tunes a base; use `dog finetune --preset {args.preset}`")
-    cfg = resolve_config(args.preset, args.config, pre + sets)
+    cfg = resolve_config(args.preset, args.config, sets, shortcuts=shortcuts)
     if pretrain and (cfg.init != "scratch" or cfg.mode != "full"):
         raise ValueError("dog pretrain trains a new DiT: init must be 'scratch' and mode 'full' "
                          "(use dog finetune for a pre-trained base)")
@@ -110,11 +111,13 @@ def _resolve(args: argparse.Namespace, pretrain: bool):
 
 def _run(args: argparse.Namespace, pretrain: bool) -> int:
     from ..pipelines.training.loop import summarize, train
+    from . import check_out_dir
 
     cfg = _resolve(args, pretrain)
     if args.print_config:
         print(cfg.to_json())
         return 0
+    check_out_dir(cfg.out, "--out" if args.out is not None else "out (the run directory)")
     result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(summarize(result), file=sys.stderr)

@@ -264,6 +264,22 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str, prefix: st
             set_key(cfg, f"{prefix}{key}", value, source=source)
 
 
+def _toml_module(path: Path):
+    """``tomllib`` (Python 3.11+) or the ``tomli`` package (3.10), imported only when a TOML file is read."""
+    try:
+        import tomllib
+
+        return tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli
+
+            return tomli
+        except ModuleNotFoundError:
+            raise ValueError(f"config file {path}: reading TOML needs Python 3.11+ or the 'tomli' package "
+                             "(pip install tomli), or use a YAML/JSON config") from None
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file into a nested dict."""
     path = Path(path)
@@ -272,9 +288,11 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     text = path.read_text()
     suffix = path.suffix.lower()
     if suffix == ".toml":
-        import tomllib
-
-        data = tomllib.loads(text)
+        toml = _toml_module(path)
+        try:
+            data = toml.loads(text)
+        except toml.TOMLDecodeError as e:
+            raise ValueError(f"config file {path}: not valid TOML: {e}") from None
     elif suffix in (".yaml", ".yml"):
         import yaml
 
@@ -289,8 +307,15 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def resolve_config(preset: str | None = None, config_file: str | os.PathLike | None = None,
-                   sets: list[str] | None = None, **defaults: Any) -> TrainConfig:
-    """defaults < ``defaults`` kwargs < preset < config file < ``sets`` ("key=value"); validated."""
+                   sets: list[str] | None = None, *, shortcuts: list[tuple[str, str]] | None = None,
+                   **defaults: Any) -> TrainConfig:
+    """defaults < ``defaults`` kwargs < preset < config file < ``shortcuts`` < ``sets`` ("key=value"); validated.
+
+    ``shortcuts`` are ``(flag, "key=value")`` pairs from command-line shortcut flags (``--base``, ``--data``...),
+    applied like ``--set`` items but named by their flag in errors. A base given explicitly (config file,
+    shortcut or ``--set``) means ``init='base'``, whatever the preset's ``init``; an explicit
+    ``init='scratch'`` together with an explicit base is a contradiction and raises a ValueError naming both.
+    """
     cfg = TrainConfig()
     if defaults:
         apply_overrides(cfg, defaults, source="defaults")
@@ -301,11 +326,33 @@ def resolve_config(preset: str | None = None, config_file: str | os.PathLike | N
             raise KeyError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
         apply_overrides(cfg, PRESETS[name], source=f"preset {name}")
         cfg.preset = name
+    explicit: dict[str, tuple[Any, str]] = {}  # init / base -> (value, where) of their last explicit setting
     if file_data:
         apply_overrides(cfg, {k: v for k, v in file_data.items() if k != "preset"}, source=str(config_file))
-    for item in sets or []:
+        explicit.update({k: (getattr(cfg, k), f"config file {config_file}")
+                         for k in ("init", "base") if k in file_data})
+    items = [(flag, item) for flag, item in shortcuts or []] + [(f"--set {item}", item) for item in sets or []]
+    for where, item in items:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ValueError(f"{where}: expected key=value, got {item!r}")
         key, value = item.split("=", 1)
-        set_key(cfg, key.strip(), value, source=f"--set {item}", raw=True)
+        key = key.strip()
+        set_key(cfg, key, value, source=where, raw=True)
+        if key in ("init", "base"):
+            explicit[key] = (getattr(cfg, key), where)
+    _init_from_base(cfg, explicit)
     return cfg.validate()
+
+
+def _init_from_base(cfg: TrainConfig, explicit: dict[str, tuple[Any, str]]) -> None:
+    """An explicitly given base means init='base'; an explicit init='scratch' next to it is an error."""
+    base, base_where = explicit.get("base", (None, ""))
+    if not base:
+        return
+    init, init_where = explicit.get("init", (None, ""))
+    if init == "scratch":
+        raise ValueError(f"contradictory settings: init='scratch' ({init_where}) trains a new model from random "
+                         f"weights, but base={base!r} ({base_where}) names a checkpoint to start from; "
+                         "drop one of them (a base means init='base')")
+    if not init_where:  # the preset's or the default's init gives way to an explicit base
+        cfg.init = "base"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ...core.models.config import DiTConfig
-from ...io.data import ImageDataset, load_dataset
+from ...io.data import DatasetView, ImageDataset, load_dataset
+from ...io.data.common import fingerprint_of
 from .config import TrainConfig
 from .distributed import DistInfo, StepBatchSampler, StepKeys, barrier
 
@@ -33,6 +34,7 @@ class TrainData:
     vae: Any = None  # io.vae.VAE of a latent model (decodes the sample grids)
     encode_every_step: bool = False  # latent model without a cache: items are images, encoded per step
     info: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # see data_fingerprint; saved with checkpoints
 
     def loader(self, keys: StepKeys, ks: range, start: int, stop: int, num_workers: int = 0) -> DataLoader:
         """Batches of this rank's slice ``ks`` for steps ``start .. stop - 1``: (x (b, ...), y (b,))."""
@@ -51,6 +53,24 @@ class TrainData:
             torch.rand((), generator=gen)
             noise.append(torch.randn(tuple(mean.shape[1:]), generator=gen))
         return (mean + std * torch.stack(noise).to(mean.device)) * self.vae.scale
+
+
+def _selection_sha256(ds: ImageDataset) -> str:
+    """Hash of which images a dataset holds: an image folder's file list (relative paths, labels, classes;
+    not file times, so a copied folder still matches), a built-in selection's pixels and labels."""
+    if isinstance(ds, DatasetView):
+        return fingerprint_of("view", _selection_sha256(ds.base), ds.indices, ds.labels, list(ds.class_names))
+    paths, root = getattr(ds, "paths", None), getattr(ds, "root", None)
+    if paths is not None and root is not None:
+        return fingerprint_of("files", [Path(p).relative_to(root).as_posix() for p in paths], ds.labels,
+                              list(ds.class_names))
+    return ds.fingerprint
+
+
+def data_fingerprint(images: ImageDataset) -> dict[str, Any]:
+    """What a resumed run must find unchanged: number of images, class names and a hash of the selection."""
+    return {"images": len(images), "num_classes": images.num_classes, "classes": list(images.class_names),
+            "selection_sha256": _selection_sha256(images)}
 
 
 def bad_files_of(ds: Any) -> list[tuple[str, str]]:
@@ -79,12 +99,13 @@ def load_images(cfg: TrainConfig, resolution: int | None, channels: int | None) 
                         split_seed=d.split_seed, seed=d.subset_seed, random_flip=d.random_flip, **folder_kwargs)
 
 
-def prepare_data(cfg: TrainConfig, base: DiTConfig | None, dist: DistInfo, run_dir: Path) -> TrainData:
+def prepare_data(cfg: TrainConfig, base: DiTConfig | None, dist: DistInfo, run_dir: Path,
+                 check: Callable[[dict[str, Any]], None] | None = None) -> TrainData:
     """Load the training set in the input space of ``base`` (fine-tune) or of ``cfg`` (scratch).
 
     Latent models need a VAE (``cfg.vae`` or the base's ``vae``); with ``data.latent_cache`` rank 0
     encodes the set once into ``data.cache_path`` (default ``<run>/latents.safetensors``) while
-    the other ranks wait.
+    the other ranks wait. ``check(fingerprint)`` (a resume's data check) runs before any encoding.
     """
     latent = base.latent if base is not None else cfg.vae is not None
     vae = None
@@ -108,6 +129,9 @@ def prepare_data(cfg: TrainConfig, base: DiTConfig | None, dist: DistInfo, run_d
     elif vae is not None:
         ch = ch or vae.in_channels
     images = load_images(cfg, res, ch)
+    fingerprint = data_fingerprint(images)
+    if check is not None:
+        check(fingerprint)
     if vae is not None and images.resolution % vae.downsample:
         raise ValueError(f"image resolution {images.resolution} is not divisible by the VAE's {vae.downsample}")
     bad = bad_files_of(images)
@@ -132,4 +156,5 @@ def prepare_data(cfg: TrainConfig, base: DiTConfig | None, dist: DistInfo, run_d
             "latent_cache": vae is not None and cfg.data.latent_cache, "vae": vae.source if vae is not None else None,
             "vae_scale": vae.scale if vae is not None else None}
     return TrainData(dataset, images, images.num_classes, list(images.class_names),
-                     bool(images.unlabelled), bad, shape, vae, vae is not None and not cfg.data.latent_cache, info)
+                     bool(images.unlabelled), bad, shape, vae, vae is not None and not cfg.data.latent_cache, info,
+                     fingerprint)

@@ -34,8 +34,8 @@ from .ema import EMA
 from .grid import draw_grid
 from .logging import RunLogger
 from .model import Models, build_models, export_for_sampling, load_base
-from .state import (STATE_FORMAT, capture_rng, clean_stale, find_latest, load_train_state, restore_rng,
-                    resume_differences, save_checkpoint_dir)
+from .state import (STATE_FORMAT, capture_rng, clean_stale, data_differences, find_latest, load_train_state,
+                    restore_rng, resume_differences, save_checkpoint_dir)
 
 CONFIG_NAME = "train_config.json"
 
@@ -89,10 +89,14 @@ class _Trainer:
     # ----- set-up -----
     def setup(self) -> None:
         cfg, dist = self.cfg, self.dist
-        base = load_base(cfg) if cfg.init == "base" else None
-        self.data: TrainData = prepare_data(cfg, base[1] if base else None, dist, self.run_dir)
-        self.label_dropout = cfg.label_dropout
         self.notes: list[str] = []
+        state = load_train_state(self.resume_from) if self.resume_from is not None else None
+        if state is not None:
+            self._check_config(state)
+        base = load_base(cfg) if cfg.init == "base" else None
+        check = (lambda fingerprint: self._check_data(state, fingerprint)) if state is not None else None
+        self.data: TrainData = prepare_data(cfg, base[1] if base else None, dist, self.run_dir, check)
+        self.label_dropout = cfg.label_dropout
         if self.label_dropout > 0 and (self.data.unlabelled or self.data.num_classes < 2):
             self.notes.append(f"label dropout {self.label_dropout} is not possible with "
                               f"{'an unlabelled folder' if self.data.unlabelled else 'a single class'}: set to 0; "
@@ -110,14 +114,29 @@ class _Trainer:
                                      eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         self.ema = EMA(self.trainable, cfg.ema)
         self.step = 0
-        if self.resume_from is not None:
-            self._restore(load_train_state(self.resume_from))
+        if state is not None:
+            self._restore(state)
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _check_config(self, state: dict[str, Any]) -> None:
         diffs = resume_differences(state["config"], self.cfg.to_dict())
         if diffs:
             raise ValueError(f"cannot resume {self.resume_from}: the config changed in ways that alter training: "
                              + "; ".join(diffs))
+
+    def _check_data(self, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+        """Refuse to resume on other data than the checkpoint saw (an old checkpoint without a record: a note)."""
+        saved = state.get("data")
+        if saved is None:
+            self.notes.append(f"checkpoint {self.resume_from} records no data fingerprint (saved by an older "
+                              "version): resuming without checking that the training data is unchanged")
+            return
+        diffs = data_differences(saved, fingerprint)
+        if diffs:
+            raise ValueError(f"cannot resume {self.resume_from}: data changed since the checkpoint "
+                             f"(data.dataset={self.cfg.data.dataset!r}): " + "; ".join(diffs)
+                             + "; restore the data, or start a new run with another --out")
+
+    def _restore(self, state: dict[str, Any]) -> None:
         net = self.models.net
         if self.models.mode == "lora":
             missing = sorted(set(self.trainable) - set(state["model"]))
@@ -140,7 +159,7 @@ class _Trainer:
         return {"format": STATE_FORMAT, "version": 1, "step": self.step,
                 "data_position": self.step * self.cfg.batch_size, "mode": models.mode, "model": model_sd,
                 "ema": ema_sd, "optimizer": self.opt.state_dict(), "rng": capture_rng(),
-                "config": self.cfg.to_dict(), "model_config": models.config.to_dict()}
+                "config": self.cfg.to_dict(), "model_config": models.config.to_dict(), "data": self.data.fingerprint}
 
     def save(self) -> None:
         ok, rows = params_in_sync(list(self.trainable.values()), self.dist)

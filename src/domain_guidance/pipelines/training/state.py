@@ -29,6 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ...io.atomic import fsync_path as _fsync  # files: errors raise; directories: best effort
+
 CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", "train_state.pt"
 STATE_FORMAT = "domain_guidance/train_state"
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -36,19 +38,6 @@ _STEP_RE = re.compile(r"^step_(\d+)$")
 
 def step_name(step: int) -> str:
     return f"step_{step:07d}"
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_train_state(state: dict[str, Any], path: Path) -> None:
@@ -218,4 +207,27 @@ def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
             continue
         if a.get(k) != b.get(k):
             diffs.append(f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}")
+    return diffs
+
+
+def _names(names: list[Any], limit: int = 12) -> str:
+    shown = ", ".join(map(str, names[:limit]))
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"
+
+
+def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """How the training data changed since a checkpoint (``data_fingerprint`` dicts): empty when unchanged."""
+    diffs = []
+    if saved.get("images") != current.get("images"):
+        diffs.append(f"images {saved.get('images')} -> {current.get('images')}")
+    a, b = list(saved.get("classes") or []), list(current.get("classes") or [])
+    if a != b:
+        change = f"classes ({len(a)}) {_names(a)} -> ({len(b)}) {_names(b)}"
+        gone, new = [c for c in a if c not in b], [c for c in b if c not in a]
+        moves = ([f"removed {_names(gone)}"] if gone else []) + ([f"added {_names(new)}"] if new else [])
+        change += f" ({', '.join(moves)})" if moves else " (renamed or reordered)"
+        diffs.append(change)
+    if saved.get("selection_sha256") != current.get("selection_sha256"):
+        diffs.append(f"file list / selection hash {str(saved.get('selection_sha256'))[:12]} -> "
+                     f"{str(current.get('selection_sha256'))[:12]}")
     return diffs
