@@ -21,7 +21,7 @@ def test_images_independent_of_batch_size(sampler):
     g = build_guided_denoiser("dog", Denoiser(ft, ft.config), Denoiser(pre, pre.config), scale=2.0)
     seeds = list(range(100, 108))
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    kw = dict(shape=(3, 8, 8), sampler=sampler, steps=20, eta=1.0, clip_denoised=True)
+    kw = dict(shape=(3, 8, 8), sampler=sampler, steps=20, clip_denoised=True, **({"eta": 1.0} if sampler == "ddim" else {}))
     images = {}
     for batch in (1, 3, 8):
         parts = [sample_from_seeds(g, seeds[i:i + batch], labels[i:i + batch], **kw) for i in range(0, 8, batch)]
@@ -30,6 +30,28 @@ def test_images_independent_of_batch_size(sampler):
     # and the seed matters: a different seed gives a different image
     other = to_uint8(sample_from_seeds(g, [999], labels[:1], **kw))
     assert not torch.equal(other[0], images[1][0])
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_images_independent_of_seed_order(sampler):
+    """Seeds [5, 1, 3] give, seed for seed, exactly the images of seeds [1, 3, 5] (stochastic samplers:
+    DDPM and DDIM with eta = 1 draw fresh noise at every step, from each sample's own stream)."""
+    pre = tiny_dit(num_classes=10, seed=1, in_channels=3, latent=False)
+    ft = tiny_dit(num_classes=3, seed=2, in_channels=3, latent=False)
+    g = build_guided_denoiser("dog", Denoiser(ft, ft.config), Denoiser(pre, pre.config), scale=2.0)
+    label_of = {1: 0, 3: 1, 5: 2}
+    kw = dict(shape=(3, 8, 8), sampler=sampler, steps=10, **({"eta": 1.0} if sampler == "ddim" else {}))
+    runs = {}
+    for order in ([1, 3, 5], [5, 1, 3]):
+        x = sample_from_seeds(g, order, torch.tensor([label_of[s] for s in order]), **kw)  # (3, 3, 8, 8)
+        runs[tuple(order)] = {s: x[i] for i, s in enumerate(order)}
+    a, b = runs[(1, 3, 5)], runs[(5, 1, 3)]
+    for s in (1, 3, 5):
+        assert torch.equal(a[s], b[s]), f"seed {s}: image depends on the order of the seeds"
+    assert not torch.equal(a[1], a[3]) and not torch.equal(a[3], a[5])  # seeds (and labels) matter
+    # same seed, same label, the noise differs by step: a shuffled per-step stream would change the image
+    pinned = sample_from_seeds(g, [3, 1], torch.tensor([1, 0]), **kw)
+    assert torch.equal(pinned[0], a[3]) and torch.equal(pinned[1], a[1])
 
 
 def test_per_sample_noise_streams():
@@ -43,9 +65,14 @@ def test_per_sample_noise_streams():
 def test_sampler_calls_network_at_original_timesteps():
     seen = []
 
-    def spy(x, t, y):
-        seen.append(int(t[0]))
-        return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+    class Spy:
+        prediction, learn_sigma = "eps", True  # what the samplers ask of a denoiser
+
+        def __call__(self, x, t, y):
+            seen.append(int(t[0]))
+            return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+
+    spy = Spy()
 
     sample(spy, torch.randn(2, 1, 2, 2), torch.tensor([0, 0]), sampler="ddim", steps=10)
     assert seen == list(range(900, -1, -100))
