@@ -43,8 +43,9 @@ def dit_like(m):
 def test_diffusers_folder_to_official(tmp_path):
     m = tiny_diffusers()
     m.save_pretrained(tmp_path / "transformer")
-    net, cfg, info = ck.load_model(tmp_path / "transformer")
-    assert info["format"] == "diffusers" and info["notes"]
+    loaded = ck.load_model(tmp_path / "transformer")
+    net, cfg = loaded.net, loaded.config
+    assert loaded.format == "diffusers" and loaded.notes and loaded.which is None
     assert (cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.input_size, cfg.patch_size) == (64, 2, 2, 8, 2)
     assert (cfg.num_classes, cfg.null_label, cfg.learn_sigma, cfg.mlp_ratio) == (10, 10, True, 4.0)
     sd = net.state_dict()
@@ -81,17 +82,17 @@ def test_official_diffusers_official_is_bit_exact(tmp_path):
     pipe = tmp_path / "pipe"  # a pipeline folder: the transformer is in transformer/
     m.save_pretrained(pipe / "transformer")
     (pipe / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline"}))
-    back, back_cfg, info = ck.load_model(pipe)
-    assert back_cfg == cfg and info["path"] == str(pipe / "transformer")
-    assert_same_weights(back, net)
+    back = ck.load_model(pipe)
+    assert back.config == cfg and back.path == pipe / "transformer"
+    assert_same_weights(back.net, net)
     x, t, y = inputs(cfg)
     dit_like(m)
     with torch.no_grad():
         assert (net(x, t, y) - diffusers_out(m, x, t, y)).abs().max().item() < 1e-5
     ours = ck.convert_checkpoint(pipe, tmp_path / "ours")
-    got, got_cfg, info = ck.load_model(ours)
-    assert_same_weights(got, net)
-    assert info["metadata"]["converted_from"]["sha256"] == checkpoint_sha256(pipe / "transformer")
+    got = ck.load_model(ours)
+    assert_same_weights(got.net, net)
+    assert got.metadata["converted_from"]["sha256"] == checkpoint_sha256(pipe / "transformer")
 
 
 def test_diffusers_config_refusals(tmp_path):

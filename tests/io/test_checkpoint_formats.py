@@ -21,8 +21,9 @@ def test_official_raw_pt_roundtrip(tmp_path):
     net = tiny_dit()
     path = tmp_path / "DiT-T-2-8x8.pt"
     torch.save(net.state_dict(), path)
-    loaded, cfg, info = ck.load_model(path)
-    assert info["format"] == "dit-raw" and cfg == net.config
+    got = ck.load_model(path)
+    loaded, cfg = got.net, got.config
+    assert got.format == "dit-raw" and cfg == net.config and got.which is None and got.path == path
     assert cfg.null_label == 10 and not loaded.training
     assert_same_weights(loaded, net)
     x, t, y = inputs(cfg)
@@ -47,25 +48,28 @@ def _train_ckpt(path, model_name="DiT-T/2", prefix=""):
 def test_training_checkpoint_ema_and_model(tmp_path):
     path = tmp_path / "0024000.pt"
     ema, model = _train_ckpt(path, prefix="module.")  # DDP prefix on 'model' is stripped
-    got, cfg, info = ck.load_model(path)
-    assert info["format"] == "dit-train" and info["which"] == "ema"
-    assert info["args"]["model"] == "DiT-T/2" and sorted(info["keys"]) == ["args", "ema", "model", "opt"]
-    assert_same_weights(got, ema)
-    got_model, _, info = ck.load_model(path, which="model")
-    assert info["which"] == "model"
-    assert_same_weights(got_model, model)
-    with pytest.raises(CheckpointError, match="no 'opt_ema' weights"):
+    got = ck.load_model(path)
+    assert got.format == "dit-train" and got.which == "ema"
+    assert got.details["args"]["model"] == "DiT-T/2" and sorted(got.details["keys"]) == ["args", "ema", "model", "opt"]
+    assert_same_weights(got.net, ema)
+    got_model = ck.load_model(path, which="model")
+    assert got_model.which == "model"
+    assert_same_weights(got_model.net, model)
+    with pytest.raises(CheckpointError, match="which='opt_ema' is not a weight set; expected 'ema' or 'model'"):
         ck.load_model(path, which="opt_ema")
+    torch.save({"ema": ema.state_dict(), "args": None}, path)
+    with pytest.raises(CheckpointError, match="training checkpoint has no 'model' weights"):
+        ck.load_model(path, which="model")
 
 
 def test_sit_checkpoints_are_velocity(tmp_path):
     path = tmp_path / "sit.pt"
     _train_ckpt(path, model_name="SiT-T/2")
-    assert ck.load_model(path)[1].prediction == "velocity"  # from args.model
+    assert ck.load_model(path).config.prediction == "velocity"  # from args.model
     raw = tmp_path / "raw.pt"
     torch.save(tiny_dit().state_dict(), raw)
-    assert ck.load_model(raw)[1].prediction == "eps"  # indistinguishable by shapes: caller says so
-    assert ck.load_model(raw, prediction="velocity")[1].prediction == "velocity"
+    assert ck.load_model(raw).config.prediction == "eps"  # indistinguishable by shapes: caller says so
+    assert ck.load_model(raw, prediction="velocity").config.prediction == "velocity"
 
 
 @pytest.mark.parametrize("name", ["ckpt", "ckpt.safetensors"])
@@ -75,15 +79,15 @@ def test_ours_roundtrip(tmp_path, name):
     torch.manual_seed(3)
     net = DiT(cfg)
     path = ck.save_model(tmp_path / name, net, metadata={"step": 1200, "parent_sha256": "ab" * 32})
-    got, got_cfg, info = ck.load_model(path)
-    assert got_cfg == cfg and info["metadata"] == {"step": 1200, "parent_sha256": "ab" * 32}
-    assert_same_weights(got, net)
+    got = ck.load_model(path)
+    assert got.config == cfg and got.metadata == {"step": 1200, "parent_sha256": "ab" * 32} and got.which is None
+    assert_same_weights(got.net, net)
     if name.endswith(".safetensors"):
-        assert info["format"] == "safetensors"
+        assert got.format == "safetensors"
         side = json.loads((tmp_path / "ckpt.json").read_text())
         assert DiTConfig.from_dict(side["config"]) == cfg and side["metadata"]["step"] == 1200
     else:
-        assert info["format"] == "dir"
+        assert got.format == "dir"
         assert sorted(p.name for p in path.iterdir()) == ["config.json", "metadata.json", "model.safetensors"]
         assert DiTConfig.from_dict(json.loads((path / "config.json").read_text())) == cfg
 
@@ -91,9 +95,9 @@ def test_ours_roundtrip(tmp_path, name):
 def test_bare_safetensors_infers_config(tmp_path):
     net = tiny_dit()
     save_file(net.state_dict(), tmp_path / "official.safetensors")
-    got, cfg, _ = ck.load_model(tmp_path / "official.safetensors")
-    assert cfg == net.config
-    assert_same_weights(got, net)
+    got = ck.load_model(tmp_path / "official.safetensors")
+    assert got.config == net.config
+    assert_same_weights(got.net, net)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -194,7 +198,7 @@ def test_unsafe_pickle_is_refused(tmp_path, zipped):
     ok = tmp_path / "ok.pt"
     torch.save({"ema": tiny_dit().state_dict(), "args": argparse.Namespace(model="DiT-T/2")}, ok,
                _use_new_zipfile_serialization=zipped)
-    assert ck.load_model(ok)[2]["args"] == {"model": "DiT-T/2"}
+    assert ck.load_model(ok).details["args"] == {"model": "DiT-T/2"}
 
 
 def test_sha256(tmp_path):
@@ -214,7 +218,8 @@ def test_convert_official_to_ours_records_provenance(tmp_path):
     src = tmp_path / "official.pt"
     torch.save(net.state_dict(), src)
     dst = ck.convert_checkpoint(src, tmp_path / "ours", metadata={"step": 0})
-    got, cfg, info = ck.load_model(dst)
-    assert_same_weights(got, net)
-    origin = info["metadata"]["converted_from"]
-    assert origin["format"] == "dit-raw" and origin["sha256"] == sha256_file(src) and info["metadata"]["step"] == 0
+    got = ck.load_model(dst)
+    assert_same_weights(got.net, net)
+    origin = got.metadata["converted_from"]
+    assert origin["format"] == "dit-raw" and origin["sha256"] == sha256_file(src) and got.metadata["step"] == 0
+    assert "weights" not in got.metadata  # an official release does not say which set it is

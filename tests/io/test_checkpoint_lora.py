@@ -58,7 +58,8 @@ def test_retarget_from_state_dict_without_null():
 
 
 def _lora_model(base_path, num_classes=5):
-    base, base_cfg, _ = ck.load_model(base_path)
+    loaded = ck.load_model(base_path)
+    base, base_cfg = loaded.net, loaded.config
     target_cfg = base_cfg.replace(num_classes=num_classes, class_dropout_prob=0.0)
     model = add_lora(base, target_cfg, rank=4, alpha=8, targets=("attn.qkv", "mlp.fc1", "final_layer.linear"))
     with torch.no_grad():  # pretend training happened: lora_B starts at zero
@@ -79,11 +80,13 @@ def test_lora_roundtrip(tmp_path):
     assert all("lora_" in k for k in keys - {ck.TABLE_KEY}) and ck.TABLE_KEY in keys
     assert len(keys) == 2 * (2 * 2 + 1) + 1  # A and B of (2 blocks x 2 targets + final linear) + table
 
-    got, got_target, info = ck.load_model(out)
-    assert got_target == target_cfg and info["base_config"] == base_cfg and info["format"] == "lora"
-    assert info["lora"] == {"rank": 4, "alpha": 8, "targets": ["attn.qkv", "final_layer.linear", "mlp.fc1"],
-                            "dropout": 0.0}
-    assert info["base"]["sha256"] == sha256_file(base_path) and info["metadata"] == {"step": 10}
+    loaded = ck.load_model(out)
+    got = loaded.net
+    assert loaded.config == target_cfg and loaded.base_config == base_cfg and loaded.format == "lora"
+    assert loaded.details["lora"] == {"rank": 4, "alpha": 8, "targets": ["attn.qkv", "final_layer.linear", "mlp.fc1"],
+                                      "dropout": 0.0}
+    assert loaded.details["base"]["sha256"] == sha256_file(base_path) and loaded.metadata == {"step": 10}
+    assert loaded.base_path == base_path and loaded.path == out and loaded.which is None
     x, t, _ = inputs(base_cfg)
     y_ft = torch.tensor([0, 4, 5])
     with torch.no_grad():
@@ -92,7 +95,7 @@ def test_lora_roundtrip(tmp_path):
             assert torch.equal(got(x, t, torch.tensor([0, 9, 10])), model(x, t, torch.tensor([0, 9, 10])))
     assert torch.equal(dual_label_embedder(got).target.embedding_table.weight,
                        dual_label_embedder(model).target.embedding_table.weight)
-    guide = Denoiser(got, info["base_config"], adapter=False)
+    guide = Denoiser(got, loaded.base_config, adapter=False)
     assert guide.null_label == 10  # the guide keeps the pre-trained null label
 
 

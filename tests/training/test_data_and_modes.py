@@ -55,7 +55,7 @@ def test_unlabelled_folder_trains_without_label_dropout(tmp_path):
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     result = train(tiny_config(tmp_path / "run", "init=scratch", f"data.dataset={folder}", "data.resolution=8",
                                  "steps=1", preset=None))
-    _, config, _ = load_model(result.checkpoint)
+    config = load_model(result.checkpoint).config
     assert config.num_classes == 1 and config.null_label is None and config.class_dropout_prob == 0
     assert "not possible with an unlabelled folder" in read_log(result.run_dir, "note")[0]["message"]
 
@@ -78,7 +78,7 @@ def test_lora_finetune_then_dog_holds_one_copy_of_the_base(tmp_path, tiny_base):
 
     ft, guide = load_denoisers(str(result.run_dir / "checkpoints" / "latest"))
     assert ft.net is guide.net and guide.config.num_classes == 10 and ft.config.num_classes == 3
-    base_net, _, _ = load_model(tiny_base)
+    base_net = load_model(tiny_base).net
     base_bytes = sum(p.numel() * p.element_size() for p in base_net.parameters())
     n_storages, total = count_storages(ft.net, guide.net)
     adapter_bytes = sum(t.numel() * t.element_size() for t in saved.values())
@@ -98,10 +98,12 @@ def test_full_finetune_retargets_the_table_and_keeps_the_base(tmp_path, tiny_bas
     result = train(tiny_config(tmp_path / "full", f"base={tiny_base}", "data.dataset=digits", "data.classes=[3, 4]",
                                "label_dropout=0",
                                "steps=2", preset=None))
-    net, config, _ = load_model(result.checkpoint)
-    by_run_dir, _, _ = load_model(result.run_dir)  # a run directory means its latest checkpoint
+    loaded = load_model(result.checkpoint)
+    net, config = loaded.net, loaded.config
+    by_run_dir = load_model(result.run_dir).net  # a run directory means its latest checkpoint
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), by_run_dir.state_dict().values()))
-    base_net, base_cfg, _ = load_model(tiny_base)
+    base = load_model(tiny_base)
+    base_net, base_cfg = base.net, base.config
     assert config.num_classes == 2 and config.null_label is None and base_cfg.null_label == 10
     assert net.y_embedder.embedding_table.weight.shape == (2, 32)  # fresh K-row table (no dropout: no null row)
     meta = json.loads((result.checkpoint / "metadata.json").read_text())["metadata"]

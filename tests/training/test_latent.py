@@ -44,6 +44,6 @@ def test_latent_model_trains_and_decodes_grids(tmp_path, vae_dir, cache):
     cfg = tiny_config(tmp_path / "run", *latent_sets(vae_dir, f"data.latent_cache={cache}", "steps=2",
                                                     "sample_every=2", "grid.num=2", "grid.steps=2"), preset=None)
     result = train(cfg)
-    _, config, _ = load_model(result.checkpoint)
+    config = load_model(result.checkpoint).config
     assert config.latent and config.in_channels == 4 and config.input_size == 4 and config.vae == str(vae_dir)
     assert json.loads((result.run_dir / "grids" / "step_0000002.json").read_text())["rows"] == ["unguided", "cfg"]

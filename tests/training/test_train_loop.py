@@ -30,7 +30,9 @@ def test_loss_falls_on_digits(tmp_path):
     grid = json.loads((run / "grids" / "step_0000060.json").read_text())
     assert grid["rows"] == ["unguided", "cfg"] and (run / "grids" / "step_0000060.png").stat().st_size > 0
     assert any((run / "tb").iterdir())
-    net, config, info = load_model(run / "checkpoints" / "latest")
+    loaded = load_model(run / "checkpoints" / "latest")
+    net, config = loaded.net, loaded.config
+    assert loaded.which == "ema"
     assert config.num_classes == 2 and config.null_label == 2 and not config.latent
     state = load_train_state(result.checkpoint)
     assert state["step"] == 60 and state["data_position"] == 60 * 16

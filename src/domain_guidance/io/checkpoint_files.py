@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import torch
 from .atomic import atomic_path as atomic_file  # noqa: F401 - the shared atomic file writer
+from .atomic import fsync_path
 
 # Globals a checkpoint may need beyond torch's weights_only allowlist. DiT/SiT training
 # checkpoints pickle their argparse arguments as ``args``; nothing else is ever allowed.
@@ -88,14 +89,6 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
             raise CheckpointError(f"{path}: cannot read as a torch checkpoint: {e}") from None
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, replaceable: tuple[str, ...]) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it is fsynced and renamed to ``path``.
@@ -117,25 +110,19 @@ def atomic_dir(path: str | os.PathLike, replaceable: tuple[str, ...]) -> Iterato
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
-                _fsync_path(f)
-        _fsync_path(tmp)
+                fsync_path(f)
+        fsync_path(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
             os.rename(path, old)
         os.rename(tmp, path)
-        _fsync_path(path.parent)
+        fsync_path(path.parent)
         if old is not None:
             shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON (sorted keys, indented); atomic on its own."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

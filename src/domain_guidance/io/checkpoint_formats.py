@@ -28,6 +28,7 @@ import re
 from typing import Any, Mapping
 
 import torch
+from torch import nn
 
 from ..core.models.config import SIZES, DiTConfig
 from ..core.models.dit import DiT, sincos_pos_embed
@@ -35,6 +36,12 @@ from .checkpoint_files import CheckpointError
 
 StateDict = dict[str, torch.Tensor]
 _SHOW = 5  # keys listed per kind in an error message
+
+
+def cpu_tensors(weights: nn.Module | Mapping[str, torch.Tensor]) -> StateDict:
+    """Detached, contiguous CPU copies (views where already so) of a module's or state dict's tensors, to save."""
+    sd = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
 
 
 def strip_prefixes(sd: Mapping[str, torch.Tensor]) -> StateDict:

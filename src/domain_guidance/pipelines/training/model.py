@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ...core.models import DiT, DiTConfig, dit_config
-from ...core.models.adapters import add_lora, dual_label_embedder, has_adapter
+from ...core.models.adapters import add_lora, has_adapter
 from ...core.models.dit import LabelEmbedder
 from ...io.checkpoints import checkpoint_sha256, load_model, retarget, save_checkpoint, save_lora
 from .config import TrainConfig
@@ -71,7 +71,8 @@ def resolve_base(path: str | os.PathLike) -> Path:
 def load_base(cfg: TrainConfig) -> tuple[DiT, DiTConfig, Path, str]:
     """(pre-trained DiT in eval mode, its config, resolved path, sha256) from ``cfg.base``."""
     path = resolve_base(cfg.base)
-    net, base_cfg, info = load_model(path, which=cfg.base_which)
+    loaded = load_model(path, which=cfg.base_which)
+    net, base_cfg = loaded.net, loaded.config
     if has_adapter(net) or not isinstance(net, DiT):
         raise ValueError(f"base {path} is a LoRA checkpoint; fine-tune from a full model (merge it first)")
     return net, base_cfg, path, checkpoint_sha256(path)
@@ -156,7 +157,3 @@ def count_storages(*modules: nn.Module) -> tuple[int, int]:
             st = t.untyped_storage()
             seen[st.data_ptr()] = st.nbytes()
     return len(seen), sum(seen.values())
-
-
-def is_lora(net: nn.Module) -> bool:
-    return has_adapter(net) and dual_label_embedder(net) is not None
