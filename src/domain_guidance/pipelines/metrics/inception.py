@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from domain_guidance.pipelines.metrics.extractor import check_images, module_sha256
+from domain_guidance.pipelines.metrics.inception_weights import load_fid_weights
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
@@ -210,10 +211,9 @@ class InceptionExtractor:
     feature_dim = FEATURE_DIM
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu") -> None:
-        from domain_guidance.pipelines.metrics.inception_weights import load_fid_inception
-
         self.device = torch.device(device)
-        self.model, self.weights_source = load_fid_inception(weights)
+        self.model = FIDInceptionV3()
+        self.weights_source = load_fid_weights(self.model, weights)
         self.model.eval().requires_grad_(False).to(self.device)
         self.weights_sha256 = module_sha256(self.model)
 

