@@ -27,9 +27,11 @@ def test_sample_writes_grid_npz_and_settings(checkpoints, tmp_path):
     images, labels = _arr(tmp_path / "dog" / "samples.npz")
     assert images.shape == (6, 8, 8, 1) and images.dtype == np.uint8
     assert labels.tolist() == [0, 1, 2, 0, 1, 2]
-    settings = json.loads((tmp_path / "dog" / "settings.json").read_text())["settings"]
+    record = json.loads((tmp_path / "dog" / "settings.json").read_text())
+    settings = record["settings"]
     assert settings["method"] == "dog" and settings["scale"] == 1.5 and settings["clip_denoised"] is True
-    assert settings["extra"]["guide_config"]["num_classes"] == 10 and len(settings["extra"]["hashes"]) == 2
+    assert record["models"]["guide"]["config"]["num_classes"] == 10 and record["status"] == "complete"
+    assert record["models"]["model"]["sha256"] != record["models"]["guide"]["sha256"]
     assert len(list((tmp_path / "dog" / "images").glob("*.png"))) == 6
     assert (tmp_path / "dog" / "grid.png").exists()
     # CFG and unguided give different images from the same seeds
@@ -39,9 +41,9 @@ def test_sample_writes_grid_npz_and_settings(checkpoints, tmp_path):
 
 def test_sample_errors(checkpoints, tmp_path, capsys):
     assert main(["sample", "--model", str(checkpoints / "ft"), "--out", str(tmp_path)]) == 2
-    assert "needs --guide" in capsys.readouterr().err
+    assert "DoG needs the pre-trained model as guide: pass --guide" in capsys.readouterr().err
     assert _run(checkpoints, tmp_path, "--labels", "7") == 2
-    assert "label 7 out of range" in capsys.readouterr().err
+    assert "--labels: 7 is out of range; the model has classes 0..2" in capsys.readouterr().err
     assert _run(checkpoints, tmp_path, "--scale", "nan") == 2
     assert "finite" in capsys.readouterr().err
 

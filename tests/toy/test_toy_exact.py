@@ -103,7 +103,7 @@ def test_core_sampler_with_per_sample_noise_on_points_is_batch_invariant():
     """core.sample_from_seeds on (N, 2) tensors with learn_sigma=False; point i depends only on seed i."""
     gauss = GaussianMixture(SINGLE_MEAN, SINGLE_COV, [1.0])
     den = ExactDenoiser([gauss], gauss)
-    kw = dict(sampler="ddpm", steps=20, learn_sigma=False)
+    kw = dict(sampler="ddpm", steps=20)  # the exact denoiser declares learn_sigma=False
     full = sample_from_seeds(den, [3, 4, 5, 6], torch.zeros(4, dtype=torch.long), (2,), **kw)
     part = sample_from_seeds(den, [5, 6], torch.zeros(2, dtype=torch.long), (2,), **kw)
     assert full.shape == (4, 2) and torch.isfinite(full).all()

@@ -2,18 +2,59 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, Callable
 
-from ..core.guidance import METHODS, build_guided_denoiser
+from ..core.guidance import METHODS
 from ..core.sampling import SAMPLERS
-from ..io.checkpoints import checkpoint_sha256
-from ..io.distributed import init_distributed, shutdown
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def seed_list(text: str) -> list[int]:
+    """argparse type for --seeds: '0-49999', '1,2,3' (checked before any list is built)."""
+    from ..pipelines.generate import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("seeds: ")) from None
+
+
+def interval(text: str) -> tuple[float, float]:
+    """argparse type for --interval: LO,HI in original timesteps."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 0,700), got {text!r}") from None
+    return lo, hi
+
+
+def as_option(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a ValueError whose message starts with a settings field ("eta: ...") names the option."""
+    try:
+        return fn()
+    except ValueError as e:
+        field, sep, rest = str(e).partition(": ")
+        if sep and field.isidentifier():
+            raise ValueError(f"--{field.replace('_', '-')}: {rest}") from None
+        raise
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample", help="draw samples (unguided, CFG or DoG) to a PNG grid, .npz and settings JSON",
         description="Draw samples from a fine-tuned model, unguided, with CFG, or with Domain Guidance "
-                    "(the pre-trained model as unconditional guide). Resumable; run under "
+                    "(the pre-trained model as unconditional guide). Resumable: a rerun with the same settings "
+                    "continues; other settings into a used --out are refused (--overwrite replaces). Run under "
                     "`torchrun --nproc_per_node=N` to split the seeds over processes (same images).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="fine-tuned checkpoint: our run/checkpoint dir, .safetensors, "
@@ -22,67 +63,54 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "a LoRA model guides with its own base)")
     p.add_argument("--method", choices=METHODS, default="dog", help="guidance method")
     p.add_argument("--scale", "-w", type=float, default=1.5, help="guidance weight w")
-    p.add_argument("--channels", type=int, default=None,
+    p.add_argument("--channels", type=positive_int, default=None,
                    help="guide only the first N eps channels (3 reproduces the authors' release); default all")
-    p.add_argument("--interval", default=None, help="guide only for original timesteps LO,HI (e.g. 0,700)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ddpm: ancestral with learned variance")
-    p.add_argument("--steps", default="250", help="respacing: '250', '50', 'ddim50', '10,10,5'")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    p.add_argument("--interval", type=interval, default=None,
+                   help="guide only for original timesteps LO,HI within 0..999 (e.g. 0,700)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddpm",
+                   help="; ".join(f"{k}: {v.help}" for k, v in sorted(SAMPLERS.items())))
+    p.add_argument("--steps", default="250", help="respacing: '250', '50', 'ddim50', '10,10,5' (at least 2 steps)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (ddim only)")
     p.add_argument("--clip-denoised", choices=["auto", "yes", "no"], default="auto",
                    help="clip predicted x0 to [-1, 1]; auto: yes for pixel models, no for latents (as DiT)")
-    p.add_argument("--seeds", default="0-63", help="per-sample seeds: '0-49999', '1,2,3'")
+    p.add_argument("--seeds", type=seed_list, default="0-63", help="per-sample seeds: '0-49999', '1,2,3'")
     p.add_argument("--labels", default=None, help="one label, or one per seed (comma separated); "
                    "default class-balanced (seed index mod K)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (does not change images)")
-    p.add_argument("--shard-size", type=int, default=1000, help="images per resumable shard")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="images per forward pass (does not change images)")
+    p.add_argument("--shard-size", type=positive_int, default=1000, help="images per resumable shard")
     p.add_argument("--vae", default=None, help="VAE dir or hub id for latent models (default: from config)")
     p.add_argument("--latent-scale", type=float, default=None, help="latent scale (default from config, 0.18215)")
     p.add_argument("--which", choices=["ema", "model"], default="ema", help="weights of a training checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--png", action="store_true", help="also write one PNG per sample to OUT/images")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace samples in --out that were made with other settings (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
 
-def _interval(spec: str | None) -> tuple[float, float] | None:
-    if not spec:
-        return None
-    try:
-        lo, hi = (float(v) for v in spec.split(","))
-    except ValueError:
-        raise ValueError(f"--interval must be LO,HI (e.g. 0,700), got {spec!r}") from None
-    return lo, hi
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..pipelines.generate import GenerationSettings, generate, parse_labels, parse_seeds
-    from ..pipelines.loading import load_denoisers, make_decoder, model_shape
+    from ..io.distributed import init_distributed, shutdown
+    from ..pipelines.generate import GenerationSettings, generate, load_models, parse_labels
 
+    clip = {"auto": None, "yes": True, "no": False}[args.clip_denoised]
+    # the settings are checked before any model is loaded: a typo costs nothing
+    probe = as_option(lambda: GenerationSettings(
+        method=args.method, scale=args.scale, channels=args.channels, interval=args.interval, sampler=args.sampler,
+        steps=args.steps, eta=args.eta, clip_denoised=clip, seeds=args.seeds))
     dist = init_distributed(args.device)
     try:
-        ft, guide = load_denoisers(args.model, args.guide, which=args.which, device=dist.device)
-        if args.method == "dog" and guide is None:
-            raise ValueError("--method dog needs --guide (the pre-trained checkpoint) unless --model is a LoRA run")
-        denoiser = build_guided_denoiser(args.method, ft, guide, args.scale, args.channels, _interval(args.interval))
-        seeds = parse_seeds(args.seeds)
-        clip = {"auto": not ft.config.latent, "yes": True, "no": False}[args.clip_denoised]
-        extra = {"model": args.model, "guide": args.guide, "which": args.which,
-                 "model_config": ft.config.to_dict(),
-                 "guide_config": guide.config.to_dict() if guide is not None else None}
+        models = load_models(args.model, args.guide, which=args.which, vae=args.vae, latent_scale=args.latent_scale,
+                             device=dist.device)
+        labels = as_option(lambda: parse_labels(args.labels, len(args.seeds), models.config.num_classes))
+        settings = GenerationSettings.from_dict({**probe.to_dict(), "labels": labels})
+        record = generate(settings, models, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
+                          dist=dist, png_dir=args.png, progress=not args.no_progress, overwrite=args.overwrite)
         if dist.is_main:
-            extra["hashes"] = {k: checkpoint_sha256(v) for k, v in (("model", args.model), ("guide", args.guide))
-                               if v is not None}
-        settings = GenerationSettings(
-            method=args.method, scale=args.scale, channels=args.channels, interval=_interval(args.interval),
-            sampler=args.sampler, steps=args.steps, eta=args.eta, clip_denoised=clip, seeds=seeds,
-            labels=parse_labels(args.labels, len(seeds), ft.config.num_classes), shard_size=args.shard_size,
-            extra=extra)
-        decode = make_decoder(ft.config, args.vae, args.latent_scale, dist.device)
-        summary = generate(denoiser, settings, model_shape(ft.config), args.out, decode, args.batch_size, dist,
-                           png_dir=args.png, progress=not args.no_progress)
-        if dist.is_main:
-            print(f"wrote {summary['num_samples']} samples to {args.out} (samples.npz, grid.png, settings.json)")
+            print(f"wrote {record['num_samples']} samples to {args.out} (samples.npz, grid.png, settings.json; "
+                  f"{record['generated_now']} generated now)")
     finally:
         shutdown(dist)
     return 0

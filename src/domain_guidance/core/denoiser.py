@@ -34,6 +34,16 @@ class Denoiser:
         return self.config.null_label
 
     @property
+    def prediction(self) -> str:
+        """What the network predicts: "eps" (DiT) or "velocity" (SiT)."""
+        return self.config.prediction
+
+    @property
+    def learn_sigma(self) -> bool:
+        """True when the output carries variance channels after the prediction."""
+        return self.config.learn_sigma
+
+    @property
     def data_channels(self) -> int:
         """Channels of the guided quantity (eps/velocity); further output channels are variance."""
         return self.config.in_channels
@@ -68,6 +78,8 @@ class DenoiserLike(Protocol):
 
     null_label: int | None
     data_channels: int
+    prediction: str
+    learn_sigma: bool
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
     def input_space(self) -> dict: ...

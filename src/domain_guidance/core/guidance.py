@@ -66,6 +66,18 @@ class GuidedDenoiser:
         if self.interval is not None and self.interval[0] > self.interval[1]:
             raise ValueError(f"guidance interval {self.interval} has lo > hi")
 
+    @property
+    def prediction(self) -> str:
+        return self.cond.prediction
+
+    @property
+    def learn_sigma(self) -> bool:
+        return self.cond.learn_sigma
+
+    @property
+    def null_label(self) -> int | None:
+        return self.cond.null_label
+
     def _active(self, t: torch.Tensor) -> torch.Tensor:
         """(N,) bool: where guidance applies."""
         if self.interval is None:

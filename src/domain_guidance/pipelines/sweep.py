@@ -1,17 +1,18 @@
 """Unguided / CFG / DoG over a list of guidance weights: generate, evaluate, tabulate, plot."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.guidance import build_guided_denoiser
 from ..io.atomic import atomic_path, write_json
 from ..io.distributed import DistInfo
-from .generate import GenerationSettings, generate, parse_labels
-from .loading import load_denoisers, make_decoder, model_shape
+from .generate import GenerationSettings, generate, load_models, parse_labels
 from .metrics import evaluate
+
+EVALUATION_FIELDS = ("reference", "metrics", "inception_weights", "dinov2_model", "fd_method")
 
 
 @dataclass
@@ -31,6 +32,9 @@ class SweepConfig:
     dinov2_model: str = "facebook/dinov2-large"
     fd_method: str = "sqrtm"
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 def _runs(cfg: SweepConfig) -> list[tuple[str, float]]:
     runs = []
@@ -39,42 +43,68 @@ def _runs(cfg: SweepConfig) -> list[tuple[str, float]]:
     return runs
 
 
-def run_sweep(cfg: SweepConfig, out: str | Path, dist: DistInfo = DistInfo(), progress: bool = True) -> list[dict]:
+def _previous_rows(out: Path, cfg: SweepConfig, overwrite: bool) -> list[dict]:
+    """Rows of an earlier sweep into ``out`` that this one keeps; refuse one scored another way."""
+    path = out / "results.json"
+    if overwrite or not path.exists():
+        return []
+    prev = json.loads(path.read_text())
+    old = {k: prev.get("config", {}).get(k) for k in EVALUATION_FIELDS}
+    new = {k: getattr(cfg, k) for k in EVALUATION_FIELDS}
+    if old != new:
+        diffs = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in EVALUATION_FIELDS if old[k] != new[k]]
+        raise ValueError(f"{path} holds rows scored another way ({'; '.join(diffs)}); use another --out, "
+                         "or --overwrite to replace them")
+    return list(prev.get("rows", []))
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """Earlier rows, with those of the same (method, w) replaced by this run's, in a stable order."""
+    key = lambda r: (r["method"], float(r["w"]))  # noqa: E731
+    fresh = {key(r) for r in new}
+    order = {"unguided": 0, "cfg": 1, "dog": 2}
+    rows = [r for r in old if key(r) not in fresh] + new
+    return sorted(rows, key=lambda r: (order.get(r["method"], 9), float(r["w"])))
+
+
+def run_sweep(cfg: SweepConfig, out: str | Path, dist: DistInfo = DistInfo(), progress: bool = True,
+              overwrite: bool = False) -> list[dict]:
     """Generate and score every (method, w); writes ``results.json``, ``table.md`` and plots to ``out``.
 
-    Each run's samples live in ``out/<method>-w<w>/`` and are resumable like ``dog sample``;
-    reference statistics are computed once and cached in ``out/reference-stats``.
+    Each run's samples live in ``out/<method>-w<w>/`` and go through ``generate`` (resumable; other
+    settings in a used folder are refused unless ``overwrite``). Rows of an earlier sweep into the
+    same folder are kept (those of a rerun (method, w) replaced); reference statistics are cached
+    in ``out/reference-stats``.
     """
     out = Path(out)
-    ft, guide = load_denoisers(cfg.model, cfg.guide, device=dist.device)
-    decode = make_decoder(ft.config, cfg.vae, device=dist.device)
-    labels = parse_labels(None, len(cfg.seeds), ft.config.num_classes)
+    previous = _previous_rows(out, cfg, overwrite) if dist.is_main else []
+    models = load_models(cfg.model, cfg.guide, vae=cfg.vae, device=dist.device)
+    labels = parse_labels(None, len(cfg.seeds), models.config.num_classes)
     rows: list[dict[str, Any]] = []
     for method, w in _runs(cfg):
-        if method == "cfg" and ft.null_label is None:
-            continue  # a conditional-only fine-tune has no CFG
+        if models.unavailable(method) is not None:
+            continue  # e.g. a conditional-only fine-tune has no CFG
         run_dir = out / f"{method}-w{w:g}"
-        denoiser = build_guided_denoiser(method, ft, guide, w)
         settings = GenerationSettings(method=method, scale=w, sampler=cfg.sampler, steps=cfg.steps,
-                                      clip_denoised=not ft.config.latent, seeds=cfg.seeds, labels=labels,
-                                      extra={"model": cfg.model, "guide": cfg.guide})
-        generate(denoiser, settings, model_shape(ft.config), run_dir, decode, cfg.batch_size, dist,
-                 progress=progress)
+                                      seeds=cfg.seeds, labels=labels)
+        record = generate(settings, models, run_dir, batch_size=cfg.batch_size, dist=dist, progress=progress,
+                          overwrite=overwrite)
         if not dist.is_main:
             continue
         result = evaluate(run_dir / "samples.npz", cfg.reference, cfg.metrics, inception_weights=cfg.inception_weights,
                           dinov2_model=cfg.dinov2_model, device=str(dist.device), fd_method=cfg.fd_method,
                           reference_cache=out / "reference-stats", output=run_dir / "metrics.json", progress=progress)
-        rows.append({"method": method, "w": w, **result["metrics"]})
+        rows.append({"method": method, "w": w, **result["metrics"], "settings_key": record["key"]})
     if dist.is_main:
-        write_json(out / "results.json", {"config": cfg.__dict__, "rows": rows})
+        rows = merge_rows(previous, rows)
+        write_json(out / "results.json", {"config": cfg.to_dict(), "rows": rows})
         write_table(rows, out / "table.md")
         plot_sweep(rows, out)
     return rows
 
 
 def metric_names(rows: list[dict]) -> list[str]:
-    return [k for k in rows[0] if k not in ("method", "w")] if rows else []
+    return [k for k in rows[0] if k not in ("method", "w", "settings_key")] if rows else []
 
 
 def write_table(rows: list[dict], path: Path) -> Path:
@@ -115,7 +145,3 @@ def plot_sweep(rows: list[dict], out: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
-
-
-def load_rows(path: str | Path) -> list[dict]:
-    return json.loads(Path(path).read_text())["rows"]

@@ -160,6 +160,7 @@ class ExactDenoiser:
         self.name = name
         self.null_label: int | None = len(self.conditionals)
         self.data_channels = marginal.dim
+        self.prediction, self.learn_sigma = "eps", False
 
     def input_space(self) -> dict:
         return {"space": "toy-plane", "dim": self.data_channels}

@@ -90,6 +90,7 @@ class MLPDenoiser:
         self.name = name
         self.null_label: int | None = net.num_classes
         self.data_channels = 2
+        self.prediction, self.learn_sigma = "eps", False
 
     def input_space(self) -> dict:
         return {"space": "toy-plane", "dim": 2}

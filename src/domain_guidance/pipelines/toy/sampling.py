@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ...core.sampling import default_steps, sample
+from ...core.sampling import respacing, sample
 from ...core.diffusion import create_diffusion
 
 
@@ -50,9 +50,8 @@ def point_seeds(run_seed: int, n: int) -> list[int]:
 def sample_points(denoiser: Callable, labels: torch.Tensor, run_seed: int, *, sampler: str = "ddpm", steps: int = 100,
                   dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """(N,) labels -> (N, 2) samples; point i uses seed ``point_seeds(run_seed, N)[i]``."""
-    spec = default_steps(sampler, steps)
+    spec = respacing(sampler, steps)
     diffusion = create_diffusion(spec, learn_sigma=False)
     noise = TrajectoryNoise(point_seeds(run_seed, len(labels)), 2, diffusion.num_timesteps + 1, dtype)
     x_T = noise.randn((2,))
-    return sample(denoiser, x_T, labels, sampler=sampler, diffusion=diffusion, learn_sigma=False,
-                  step_noise=noise)  # type: ignore[arg-type]  # duck-typed PerSampleNoise
+    return sample(denoiser, x_T, labels, sampler=sampler, diffusion=diffusion, step_noise=noise)  # type: ignore[arg-type]  # duck-typed PerSampleNoise

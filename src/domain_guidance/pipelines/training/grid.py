@@ -16,24 +16,36 @@ from typing import Any
 import torch
 
 from ...core.denoiser import Denoiser
-from ...core.guidance import build_guided_denoiser
-from ...core.sampling import sample_from_seeds
+from ...core.guidance import METHODS
 from ...io.atomic import write_json
 from ...io.images import make_grid, save_grid, to_uint8
+from ..generate import GenerationSettings, sample_images
+from ..generate import Models as SamplingModels
 from .config import GridConfig
 from .ema import EMA
 from .model import Models
 
 
+def _pair(models: Models, decode: Any = None) -> SamplingModels:
+    """The run's networks as the generation pipeline's models (the guide only when the run has one)."""
+    ft = Denoiser(models.net, models.config, adapter=True)  # eval(): no dropout while sampling
+    guide = None
+    if models.guide_net is not None and models.base_config is not None:
+        guide = Denoiser(models.guide_net, models.base_config, adapter=not models.guide_is_adapter_off)
+    return SamplingModels(ft, guide, decode)
+
+
 def grid_methods(models: Models, wanted: list[str]) -> list[str]:
     """The methods of ``wanted`` this run can draw, in order."""
-    possible = {"unguided": True, "cfg": models.config.null_label is not None,
-                "dog": models.guide_net is not None and models.base_config is not None
-                and models.base_config.null_label is not None}
-    unknown = [m for m in wanted if m not in possible]
+    unknown = [m for m in wanted if m not in METHODS]
     if unknown:
         raise ValueError(f"grid.methods has unknown entries {unknown}; expected unguided, cfg, dog")
-    return [m for m in wanted if possible[m]]
+    was_training = models.net.training
+    try:
+        pair = _pair(models)
+    finally:
+        models.net.train(was_training)
+    return [m for m in wanted if pair.unavailable(m) is None]
 
 
 @torch.no_grad()
@@ -47,22 +59,18 @@ def draw_grid(models: Models, ema: EMA | None, grid: GridConfig, path: Path, dev
     methods = grid_methods(models, list(grid.methods))
     seeds = [grid.seed + i for i in range(grid.num)]
     labels = torch.tensor([i % cfg.num_classes for i in range(grid.num)], dtype=torch.long)
-    shape = (cfg.in_channels, *cfg.grid_hw_pixels)
     net, was_training = models.net, models.net.training
     trainable = models.trainable()
     guide_was_training = models.guide_net.training if models.guide_net is not None else False
     rows = []
     try:
         with ema.applied(trainable) if ema is not None else contextlib.nullcontext():
-            ft = Denoiser(net, cfg, adapter=True)  # eval(): no dropout while sampling
-            guide = None
-            if "dog" in methods:
-                guide = Denoiser(models.guide_net, models.base_config, adapter=not models.guide_is_adapter_off)
-            for method in methods:
-                den = build_guided_denoiser(method, ft, guide if method == "dog" else None, scale=grid.scale)
-                x = sample_from_seeds(den, seeds, labels, shape, device=device, sampler=grid.sampler,
-                                      steps=grid.steps, learn_sigma=cfg.learn_sigma, clip_denoised=not cfg.latent)
-                rows.append(decode(x) if decode is not None else x.clamp(-1, 1))  # (num, C, H, W)
+            pair = _pair(models, decode)
+            for method in methods:  # the generation pipeline's settings and builder: same images as dog sample
+                settings = GenerationSettings(method=method, scale=grid.scale,
+                                              sampler=grid.sampler, steps=str(grid.steps), seeds=seeds,
+                                              labels=labels.tolist())
+                rows.append(sample_images(settings, pair, device=device))  # (num, C, H, W) in [-1, 1]
     finally:
         net.train(was_training)
         if models.guide_net is not None and not models.guide_is_adapter_off:

@@ -1,0 +1,149 @@
+"""The models a sample set is drawn from, and the one place a guided denoiser is built from settings.
+
+``Models`` bundles the fine-tuned Denoiser, its guide (a separate pre-trained network, or for a
+LoRA fine-tune the same network with the adapter off), the decoder to images, and the identity of
+the weights (sha256 + config) that together with ``GenerationSettings`` decides every pixel.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ...core.denoiser import Denoiser
+from ...core.guidance import GuidedDenoiser, build_guided_denoiser
+from ...core.models.config import DiTConfig
+from ...core.sampling import sample_from_seeds
+from ...io.checkpoints import load_model, sha256_file
+from .settings import GenerationSettings
+
+Decoder = Callable[[torch.Tensor], torch.Tensor]  # model space (N, C, h, w) -> images in [-1, 1]
+TRAIN_STATE = "train_state.pt"  # optimizer state beside a training checkpoint's weights: not part of them
+
+
+@dataclass
+class Models:
+    """A fine-tuned Denoiser, its guide (or None), the decoder to images and what identifies the weights."""
+
+    finetuned: Denoiser
+    guide: Denoiser | None = None
+    decode: Decoder | None = None
+    identity: dict[str, Any] = field(default_factory=dict)  # sha256s and configs: part of the settings key
+    sources: dict[str, Any] = field(default_factory=dict)  # paths as given: recorded, not part of the key
+
+    @property
+    def config(self) -> DiTConfig:
+        return self.finetuned.config
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the model's input space."""
+        return (self.config.in_channels, *self.config.grid_hw_pixels)
+
+    def unavailable(self, method: str) -> str | None:
+        """Why ``method`` cannot be drawn from these models, or None when it can."""
+        if method == "cfg" and self.finetuned.null_label is None:
+            return ("CFG needs a fine-tuned model with a null label (trained with label dropout > 0); this one "
+                    "has none: sample it unguided or with DoG")
+        if method == "dog" and self.guide is None:
+            return "DoG needs the pre-trained model as guide: pass --guide (a LoRA fine-tune brings its own)"
+        if method == "dog" and self.guide is not None and self.guide.null_label is None:
+            return "DoG needs a guide with a null label; this pre-trained model has none"
+        return None
+
+    def methods(self) -> list[str]:
+        """The methods these models can draw, of unguided / cfg / dog."""
+        return [m for m in ("unguided", "cfg", "dog") if self.unavailable(m) is None]
+
+
+def build_denoiser(settings: GenerationSettings, models: Models) -> GuidedDenoiser:
+    """The guided denoiser that ``settings`` describe, for ``models`` (the only place it is built)."""
+    why = models.unavailable(settings.method)
+    if why is not None:
+        raise ValueError(f"method {settings.method!r}: {why}")
+    guide = models.guide if settings.method == "dog" else None
+    return build_guided_denoiser(settings.method, models.finetuned, guide, settings.scale, settings.channels,
+                                 settings.interval)
+
+
+@torch.no_grad()
+def sample_images(settings: GenerationSettings, models: Models, denoiser: GuidedDenoiser | None = None,
+                  device: torch.device | str = "cpu", decode: bool = True) -> torch.Tensor:
+    """Samples of ``settings.seeds`` / ``settings.labels`` in [-1, 1] (decoded), (N, C, H, W), in memory."""
+    s = settings.resolved(models.config.latent)
+    denoiser = denoiser if denoiser is not None else build_denoiser(s, models)
+    labels = torch.tensor(s.labels, dtype=torch.long)
+    x = sample_from_seeds(denoiser, s.seeds, labels, models.shape, device=device, sampler=s.sampler, steps=s.steps,
+                          clip_denoised=s.clip_denoised, **({"eta": s.eta} if s.sampler == "ddim" else {}))
+    if decode and models.decode is not None:
+        return models.decode(x)
+    return x.clamp(-1, 1) if decode else x
+
+
+def settings_key(settings: GenerationSettings, models: Models) -> str:
+    """sha256 of everything that decides the pixels of every image: settings (not the seed list) + weights."""
+    record = {"settings": settings.resolved(models.config.latent).pixel_fields(), "models": models.identity}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+def weights_sha256(path: Path) -> str:
+    """sha256 of a checkpoint file, or of a checkpoint directory's files except a training state."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != TRAIN_STATE):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _vae_identity(source: str, scale: float) -> dict[str, Any]:
+    path = Path(source).expanduser()
+    return {"vae": source if not path.exists() else None, "sha256": weights_sha256(path) if path.exists() else None,
+            "latent_scale": scale}
+
+
+def load_models(model: str, guide: str | None = None, *, which: str = "ema", vae: str | None = None,
+                latent_scale: float | None = None, device: torch.device | str = "cpu",
+                decoder: bool = True) -> Models:
+    """Load the fine-tuned checkpoint, its guide and (for latent models) the VAE decoder.
+
+    A LoRA checkpoint brings its own guide: the same network with the adapter off, using the
+    pre-trained config (its label table and null label); passing ``guide`` as well is an error.
+    Otherwise ``guide`` is a separate checkpoint, always built from its own config.
+    """
+    ft = load_model(model, which=which)
+    net = ft.net.to(device)
+    finetuned = Denoiser(net, ft.config)
+    identity: dict[str, Any] = {"model": {"sha256": weights_sha256(ft.path), "which": ft.which,
+                                          "config": ft.config.to_dict()}}
+    sources: dict[str, Any] = {"model": str(model), "model_path": str(ft.path), "which": ft.which}
+    guide_den = None
+    if ft.base_config is not None:  # LoRA: the guide is the base network with the adapter switched off
+        if guide is not None:
+            raise ValueError(f"{model} is a LoRA fine-tune whose guide is its own base network; do not pass --guide")
+        guide_den = Denoiser(net, ft.base_config, adapter=False)
+        identity["guide"] = {"adapter_off": True, "config": ft.base_config.to_dict()}
+        sources["guide"] = str(ft.base_path)
+    elif guide is not None:
+        g = load_model(guide, which=which)
+        guide_den = Denoiser(g.net.to(device), g.config)
+        identity["guide"] = {"sha256": weights_sha256(g.path), "which": g.which, "config": g.config.to_dict()}
+        sources.update(guide=str(guide), guide_path=str(g.path))
+    decode = None
+    if decoder and ft.config.latent:
+        from ...io.vae import VAE  # diffusers is heavy: import only for latent models
+
+        source = vae or ft.config.vae
+        if source is None:
+            raise ValueError("latent model without a VAE: pass --vae PATH_OR_ID")
+        scale = latent_scale if latent_scale is not None else ft.config.latent_scale
+        decode = VAE.from_pretrained(source, scale=scale, device=device).decode
+        identity["decoder"] = _vae_identity(str(source), scale)
+        sources["vae"] = str(source)
+    return Models(finetuned, guide_den, decode, identity, sources)
