@@ -1,8 +1,8 @@
 """The demo's cheap domain judge: a small CNN trained on all ten animal-mnist classes at 16 px.
 
 Metrics on a sample set (uint8 NHWC images): the share classified into a target class (in-domain
-rate), the share classified as the class it was asked for (class match), and a Frechet distance in
-the CNN's penultimate features against held-out target images.
+rate), the share classified as the class it was asked for (class match), and a Frechet distance and
+KID in the CNN's penultimate features against held-out target images.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ...io.data import load_builtin
 from ..metrics.frechet import frechet_distance_from_features
+from ..metrics.kid import kid
 
 NUM_CLASSES = 10
 FEATURE_DIM = 128
@@ -119,18 +120,23 @@ def features(model: SmallCNN, x: torch.Tensor, batch_size: int = 512) -> np.ndar
 
 
 def domain_metrics(model: SmallCNN, images: np.ndarray, requested: np.ndarray, target_classes: Sequence[int],
-                   reference_features: np.ndarray) -> dict[str, float]:
-    """Classifier metrics of uint8 NHWC samples whose labels (0..K-1) index ``target_classes``.
+                   reference_features: np.ndarray, kid_subsets: int = 100) -> dict[str, float]:
+    """Classifier metrics of uint8 NHWC images whose labels (0..K-1) index ``target_classes``.
 
     in_domain: share predicted as any target class; class_match: share predicted as the requested
     class; off_domain: 1 - in_domain (share predicted as a source class); fd_classifier: Frechet
-    distance of the penultimate features vs ``reference_features``.
+    distance of the penultimate features vs ``reference_features``; kid_classifier (and
+    kid_classifier_subset_std): unbiased KID in the same features, ``kid_subsets`` random subsets
+    of min(N, N_ref) features (metrics.kid, seed 0).
     """
     x = uint8_to_input(images)
     pred = predict(model, x).argmax(1).numpy()
     targets = np.asarray(list(target_classes))
     wanted = targets[np.asarray(requested, dtype=np.int64)]
     in_domain = float(np.isin(pred, targets).mean())
+    feats = features(model, x)  # (N, 128)
+    k = kid(reference_features, feats, n_subsets=kid_subsets)
     return {"in_domain": in_domain, "class_match": float((pred == wanted).mean()),
             "off_domain": 1.0 - in_domain,
-            "fd_classifier": frechet_from_features(features(model, x), reference_features)}
+            "fd_classifier": frechet_from_features(feats, reference_features),
+            "kid_classifier": k["kid_mean"], "kid_classifier_subset_std": k["kid_std"]}
