@@ -44,14 +44,20 @@ def _runs(cfg: SweepConfig) -> list[tuple[str, float]]:
 
 
 def _previous_rows(out: Path, cfg: SweepConfig, overwrite: bool) -> list[dict]:
-    """Rows of an earlier sweep into ``out`` that this one keeps; refuse one scored another way."""
+    """Rows of an earlier sweep into ``out`` that this one keeps.
+
+    Rows scored another way (reference, metrics, extractor) are refused, or with ``overwrite``
+    dropped; otherwise every earlier row stays unless this run redoes its (method, w).
+    """
     path = out / "results.json"
-    if overwrite or not path.exists():
+    if not path.exists():
         return []
     prev = json.loads(path.read_text())
     old = {k: prev.get("config", {}).get(k) for k in EVALUATION_FIELDS}
     new = {k: getattr(cfg, k) for k in EVALUATION_FIELDS}
     if old != new:
+        if overwrite:
+            return []
         diffs = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in EVALUATION_FIELDS if old[k] != new[k]]
         raise ValueError(f"{path} holds rows scored another way ({'; '.join(diffs)}); use another --out, "
                          "or --overwrite to replace them")

@@ -1,0 +1,75 @@
+"""`dog sweep` into a used folder: rows are added, not dropped; samples made another way are refused.
+
+The metric is replaced by a cheap deterministic function of the samples (a sweep test of row
+bookkeeping, not of FID: the real-Inception sweep is tested in test_cli_evaluate.py).
+"""
+import json
+
+import numpy as np
+import pytest
+
+from domain_guidance.cli import main
+from domain_guidance.pipelines import sweep as sweep_module
+from domain_guidance.pipelines.sweep import merge_rows
+
+
+def _fake_evaluate(samples, reference, metrics, output=None, **kw):
+    with np.load(samples) as z:
+        value = float(z["arr_0"].astype(np.float64).mean())  # depends on the images actually scored
+    result = {"metrics": {"fid": value}}
+    if output is not None:
+        output.write_text(json.dumps(result))
+    return result
+
+
+def _sweep(checkpoints, out, *extra):
+    return main(["sweep", "--model", str(checkpoints / "ft"), "--guide", str(checkpoints / "pre"), "--reference",
+                 str(checkpoints / "ref-fake.npz"), "--seeds", "0-2", "--steps", "3", "--device", "cpu",
+                 "--out", str(out), *extra])
+
+
+def test_rerun_adds_rows_and_refuses_other_steps(checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep_module, "evaluate", _fake_evaluate)
+    out = tmp_path / "sweep"
+    assert _sweep(checkpoints, out, "--methods", "unguided,dog", "--scales", "2") == 0
+    first = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["method"], r["w"]) for r in first] == [("unguided", 1.0), ("dog", 2.0)]
+    # a second sweep with another w into the same folder keeps the earlier rows
+    assert _sweep(checkpoints, out, "--methods", "dog", "--scales", "3") == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["method"], r["w"]) for r in rows] == [("unguided", 1.0), ("dog", 2.0), ("dog", 3.0)]
+    assert rows[:2] == first
+    assert "| dog | 3 |" in (out / "table.md").read_text() and "| dog | 2 |" in (out / "table.md").read_text()
+    # the same w with other steps must not reuse 3-step samples under a 5-step label
+    capsys.readouterr()
+    assert _sweep(checkpoints, out, "--methods", "dog", "--scales", "2", "--steps", "5") == 2
+    err = capsys.readouterr().err
+    assert "settings.steps: '3' -> '5'" in err and "--overwrite" in err
+    assert json.loads((out / "results.json").read_text())["rows"] == rows  # nothing lost
+    # --overwrite replaces that run and its row, keeps the others
+    assert _sweep(checkpoints, out, "--methods", "dog", "--scales", "2", "--steps", "5", "--overwrite") == 0
+    new = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["method"], r["w"]) for r in new] == [("unguided", 1.0), ("dog", 2.0), ("dog", 3.0)]
+    assert new[0] == rows[0] and new[2] == rows[2] and new[1]["settings_key"] != rows[1]["settings_key"]
+    assert json.loads((out / "dog-w2" / "settings.json").read_text())["settings"]["steps"] == "5"
+
+
+def test_rows_scored_against_another_reference_are_refused(checkpoints, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep_module, "evaluate", _fake_evaluate)
+    out = tmp_path / "sweep"
+    assert _sweep(checkpoints, out, "--methods", "unguided") == 0
+    assert main(["sweep", "--model", str(checkpoints / "ft"), "--reference", str(tmp_path / "other.npz"),
+                 "--methods", "unguided", "--seeds", "0-2", "--steps", "3", "--device", "cpu", "--out", str(out)]) == 2
+    assert "rows scored another way (reference:" in capsys.readouterr().err
+
+
+def test_merge_rows_replaces_the_same_method_and_w():
+    old = [{"method": "dog", "w": 2.0, "fid": 1.0}, {"method": "unguided", "w": 1.0, "fid": 5.0}]
+    new = [{"method": "dog", "w": 2.0, "fid": 9.0}, {"method": "cfg", "w": 2.0, "fid": 3.0}]
+    assert merge_rows(old, new) == [{"method": "unguided", "w": 1.0, "fid": 5.0}, {"method": "cfg", "w": 2.0, "fid": 3.0},
+                                    {"method": "dog", "w": 2.0, "fid": 9.0}]
+
+
+@pytest.fixture(autouse=True)
+def _fake_reference(checkpoints):
+    np.savez(checkpoints / "ref-fake.npz", arr_0=np.zeros((3, 8, 8, 1), dtype=np.uint8))
