@@ -13,7 +13,7 @@ from domain_guidance.pipelines.metrics.inception_weights import (
 )
 from tests.metrics.helpers import random_images
 
-TOL = 1e-4  # observed ~5e-7 on this CPU (features up to ~4)
+TOL = 2e-6  # measured max 9.5e-7 on these images (features up to ~5.5); 1.4e-6 worst over 6 image sets (features ~6.2)
 
 
 @pytest.fixture(scope="module")
