@@ -13,7 +13,7 @@ from domain_guidance.core.guidance import build_guided_denoiser
 from domain_guidance.core.models.adapters import adapter_disabled
 from domain_guidance.core.sampling import sample_from_seeds
 from domain_guidance.io.checkpoints import load_model
-from domain_guidance.pipelines.loading import load_denoisers
+from domain_guidance.pipelines.generate import load_models
 from domain_guidance.pipelines.training import load_train_state, train
 from domain_guidance.pipelines.training.logging import read_log
 from domain_guidance.pipelines.training.model import count_storages
@@ -76,7 +76,8 @@ def test_lora_finetune_then_dog_holds_one_copy_of_the_base(tmp_path, tiny_base):
     assert lora_json["base"]["path"] == str(tiny_base.resolve()) and lora_json["base"]["sha256"]
     assert json.loads((result.run_dir / "grids" / "step_0000003.json").read_text())["rows"] == ["unguided", "cfg", "dog"]
 
-    ft, guide = load_denoisers(str(result.run_dir / "checkpoints" / "latest"))
+    loaded = load_models(str(result.run_dir / "checkpoints" / "latest"))
+    ft, guide = loaded.finetuned, loaded.guide
     assert ft.net is guide.net and guide.config.num_classes == 10 and ft.config.num_classes == 3
     base_net = load_model(tiny_base).net
     base_bytes = sum(p.numel() * p.element_size() for p in base_net.parameters())
@@ -109,5 +110,5 @@ def test_full_finetune_retargets_the_table_and_keeps_the_base(tmp_path, tiny_bas
     meta = json.loads((result.checkpoint / "metadata.json").read_text())["metadata"]
     assert meta["base"]["path"] == str(tiny_base.resolve()) and meta["step"] == 2
     with pytest.raises(ValueError, match="CFG needs a fine-tuned model with a null label"):
-        ft, guide = load_denoisers(str(result.checkpoint), str(tiny_base))
-        build_guided_denoiser("cfg", ft, guide)
+        loaded = load_models(str(result.checkpoint), str(tiny_base))
+        build_guided_denoiser("cfg", loaded.finetuned, loaded.guide)
