@@ -1,13 +1,14 @@
 """Unguided / CFG / DoG over a list of guidance weights: generate, evaluate, tabulate, plot."""
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_path, write_json
+from ..io.config_files import ConfigMixin
 from ..io.distributed import DistInfo
 from .generate import GenerationSettings, generate, load_models, parse_labels
 from .metrics import evaluate
@@ -16,7 +17,7 @@ EVALUATION_FIELDS = ("reference", "metrics", "inception_weights", "dinov2_model"
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(ConfigMixin):
     model: str
     reference: str
     guide: str | None = None
@@ -32,8 +33,16 @@ class SweepConfig:
     dinov2_model: str = "facebook/dinov2-large"
     fd_method: str = "sqrtm"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def __post_init__(self) -> None:
+        from ..core.guidance import METHODS
+
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"methods: expected some of {list(METHODS)}, got {self.methods}")
+        if not self.scales or any(not math.isfinite(float(w)) for w in self.scales):
+            raise ValueError(f"scales: expected finite guidance weights, got {self.scales}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
 
 
 def _runs(cfg: SweepConfig) -> list[tuple[str, float]]:

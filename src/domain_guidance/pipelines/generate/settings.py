@@ -14,13 +14,14 @@ from typing import Any
 
 from ...core.guidance import METHODS
 from ...core.sampling import get_sampler
+from ...io.config_files import ConfigMixin
 
 MAX_SAMPLES = 10_000_000  # a seed list longer than this is a typo (ADM protocols use 50,000)
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed range
 
 
 @dataclass
-class GenerationSettings:
+class GenerationSettings(ConfigMixin):
     """Sampling choices of a sample set. ``clip_denoised=None`` means auto (pixels yes, latents no, as DiT)."""
 
     method: str = "dog"
@@ -76,23 +77,6 @@ class GenerationSettings:
         """A copy with ``clip_denoised`` decided for a pixel (``latent=False``) or latent model."""
         clip = (not latent) if self.clip_denoised is None else bool(self.clip_denoised)
         return dataclasses.replace(self, clip_denoised=clip)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["interval"] = list(self.interval) if self.interval is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GenerationSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown generation settings {unknown}; expected a subset of {sorted(known)}")
-        d = dict(d)
-        if d.get("interval") is not None:
-            d["interval"] = tuple(d["interval"])
-        return cls(**d)
-
 
 def _check_interval(interval: Any, time_range: tuple[float, float], timesteps: list[int]) -> tuple[float, float]:
     try:
