@@ -91,4 +91,11 @@ def check_same_input_space(ft: "DenoiserLike", guide: "DenoiserLike") -> None:
     a, b = ft.input_space(), guide.input_space()
     diffs = [f"{k}: fine-tuned {a[k]!r} vs guide {b[k]!r}" for k in a if a[k] != b[k]]
     if diffs:
-        raise ValueError("the guide does not share the fine-tuned model's input space (" + "; ".join(diffs) + ")")
+        hint = ""
+        if a["prediction"] != b["prediction"]:
+            kinds = {"eps": "a diffusion (DiT, eps)", "velocity": "a flow-matching (SiT, velocity)"}
+            hint = (f": {kinds.get(a['prediction'], repr(a['prediction']))} model cannot be guided by "
+                    f"{kinds.get(b['prediction'], repr(b['prediction']))} model; guide it with a pre-trained model "
+                    "of the same kind")
+        raise ValueError("the guide does not share the fine-tuned model's input space ("
+                         + "; ".join(diffs) + ")" + hint)

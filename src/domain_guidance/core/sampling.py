@@ -68,8 +68,9 @@ def check_prediction(spec: SamplerSpec, denoiser: Any) -> None:
     """Refuse a denoiser whose prediction type the sampler does not integrate."""
     prediction = getattr(denoiser, "prediction", None)
     if prediction not in spec.predictions:
+        fitting = sorted(name for name, other in SAMPLERS.items() if prediction in other.predictions)
         raise ValueError(f"sampler {spec.name!r} integrates {'/'.join(spec.predictions)} predictions, but the model "
-                         f"predicts {prediction!r}; flow-matching (velocity) models need a flow sampler")
+                         f"predicts {prediction!r}; samplers for {prediction!r} models: {fitting}")
 
 
 # ---- ADM (DDPM / DDIM) -------------------------------------------------------------------------
@@ -165,3 +166,6 @@ def sample_from_seeds(denoiser: PredictingDenoiser, seeds: list[int], labels: to
     noise_source = PerSampleNoise(seeds, device)
     noise = noise_source.randn(shape)  # (N, *shape)
     return sample(denoiser, noise, labels.to(device), step_noise=noise_source, **kwargs)
+
+
+from .flow import samplers as _flow_samplers  # noqa: E402,F401  registers ode-euler, ode-heun, ode-dopri5, sde-euler
