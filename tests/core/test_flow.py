@@ -64,9 +64,10 @@ def test_path_convention_and_conversions_match_gaussian_posteriors():
 
 def test_diffusion_forms_are_sits():
     t, x = torch.tensor([0.1, 0.5, 0.9]), torch.zeros(3, 1)
+    ts = (0.1, 0.5, 0.9)
     expect = {"constant": [2.0, 2.0, 2.0], "SBDM": [2 * 9.0, 2 * 1.0, 2 / 9], "sigma": [1.8, 1.0, 0.2],
-              "linear": [1.8, 1.0, 0.2], "decreasing": [0.25 * (2 * math.cos(math.pi * s) + 1) ** 2 for s in (.1, .5, .9)],
-              "increasing-decreasing": [2 * math.sin(math.pi * s) ** 2 for s in (.1, .5, .9)]}
+              "linear": [1.8, 1.0, 0.2], "decreasing": [0.25 * (2 * math.cos(math.pi * s) + 1) ** 2 for s in ts],
+              "increasing-decreasing": [2 * math.sin(math.pi * s) ** 2 for s in ts]}
     assert set(expect) == set(flow.DIFFUSION_FORMS)
     for form, values in expect.items():
         got = flow.diffusion_coefficient(t, x, form, norm=2.0).flatten()
@@ -202,3 +203,22 @@ def test_images_independent_of_batch_and_seed_order(name):
     torch.testing.assert_close(alone[0], batch[1], atol=1e-6, rtol=0)
     torch.testing.assert_close(swapped[0], batch[2], atol=1e-6, rtol=0)
     assert not torch.allclose(batch[0], batch[1], atol=1e-2)
+
+
+def test_flow_matching_loss_is_the_velocity_mse_on_the_first_channels():
+    data, z = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = torch.tensor([0.0, 0.3, 1.0])
+    x_t = flow.flow_training_inputs(data, z, t)
+    torch.testing.assert_close(x_t[1], 0.3 * data[1] + 0.7 * z[1])
+    out = torch.randn(3, 8, 2, 2)  # velocity + the unused learned-sigma half
+    terms = flow.flow_matching_losses(out, data, z)
+    expected = ((out[:, :4] - (data - z)) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(terms["loss"], expected)
+    out2 = out.clone()
+    out2[:, 4:] = 100.0
+    torch.testing.assert_close(flow.flow_matching_losses(out2, data, z)["loss"], expected)
+    assert torch.equal(flow.flow_matching_losses(torch.cat([data - z, out[:, 4:]], 1), data, z)["loss"], torch.zeros(3))
+    with pytest.raises(ValueError, match=r"network output \(3, 2, 2, 2\) does not fit data \(3, 4, 2, 2\)"):
+        flow.flow_matching_losses(out[:, :2], data, z)
+    with pytest.raises(ValueError, match=r"t must have shape \(3,\)"):
+        flow.flow_training_inputs(data, z, torch.zeros(3, 1))

@@ -70,14 +70,14 @@ def _report(callback: StepCallback | None, i: int, t: float, x: torch.Tensor, v:
 
 # ---- ODE ---------------------------------------------------------------------------------------
 
-def _ode_timesteps(evaluated_last: bool) -> Callable[[str | int], list[float]]:
+def _ode_timesteps(name: str, evaluated_last: bool) -> Callable[[str | int], list[float]]:
     def timesteps(steps: str | int) -> list[float]:
-        grid = _grid(0.0, 1.0, parse_steps(steps, "ODE", 1) + 1)
+        grid = _grid(0.0, 1.0, parse_steps(steps, name, 1) + 1)
         return _descending(grid if evaluated_last else grid[:-1])
     return timesteps
 
 
-@register_sampler("ode-euler", predictions=FLOW, timesteps=_ode_timesteps(False), time_range=(0.0, 1.0),
+@register_sampler("ode-euler", predictions=FLOW, timesteps=_ode_timesteps("ode-euler", False), time_range=(0.0, 1.0),
                   help="flow ODE dx/dt = v, Euler (1 evaluation per step)")
 def ode_euler(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Tensor, *, steps: int | str = 50,
               step_noise: PerSampleNoise | None = None, callback: StepCallback | None = None,
@@ -93,7 +93,7 @@ def ode_euler(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.T
     return _finish(x, clip_denoised)
 
 
-@register_sampler("ode-heun", predictions=FLOW, timesteps=_ode_timesteps(True), time_range=(0.0, 1.0),
+@register_sampler("ode-heun", predictions=FLOW, timesteps=_ode_timesteps("ode-heun", True), time_range=(0.0, 1.0),
                   help="flow ODE dx/dt = v, Heun (2nd order, 2 evaluations per step)")
 def ode_heun(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Tensor, *, steps: int | str = 50,
              step_noise: PerSampleNoise | None = None, callback: StepCallback | None = None,
@@ -111,7 +111,7 @@ def ode_heun(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Te
     return _finish(x, clip_denoised)
 
 
-@register_sampler("ode-dopri5", predictions=FLOW, timesteps=_ode_timesteps(True), time_range=(0.0, 1.0),
+@register_sampler("ode-dopri5", predictions=FLOW, timesteps=_ode_timesteps("ode-dopri5", True), time_range=(0.0, 1.0),
                   help="flow ODE, adaptive Dormand-Prince (SiT's default; needs torchdiffeq)")
 def ode_dopri5(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Tensor, *, steps: int | str = 50,
                step_noise: PerSampleNoise | None = None, callback: StepCallback | None = None, atol: float = 1e-6,
@@ -193,7 +193,8 @@ def sde_euler(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.T
         t = torch.full((x.shape[0],), t1, device=x.device, dtype=x.dtype)
         v = velocity(denoiser, x, t1, labels)
         if last == "Mean":
-            x_next = x + sde_drift(v, x, t, diffusion_coefficient(t, x, diffusion_form, diffusion_norm)) * last_step_size
+            w = diffusion_coefficient(t, x, diffusion_form, diffusion_norm)
+            x_next = x + sde_drift(v, x, t, w) * last_step_size
         elif last == "Tweedie":  # E[data | x_t] = (x + (1 - t)^2 score) / t = x + (1 - t) v
             x_next = velocity_to_data(v, x, t)
         else:  # "Euler": one probability-flow step

@@ -17,6 +17,7 @@ import torch
 
 from ...core.denoiser import Denoiser
 from ...core.guidance import METHODS
+from ...core.sampling import SAMPLERS, get_sampler
 from ...io.atomic import write_json
 from ...io.images import make_grid, save_grid, to_uint8
 from ..generate import GenerationSettings, sample_images
@@ -33,6 +34,15 @@ def _pair(models: Models, decode: Any = None) -> SamplingModels:
     if models.guide_net is not None and models.base_config is not None:
         guide = Denoiser(models.guide_net, models.base_config, adapter=not models.guide_is_adapter_off)
     return SamplingModels(ft, guide, decode)
+
+
+def check_grid_sampler(sampler: str, prediction: str) -> None:
+    """Refuse, before training starts, a grid sampler that cannot integrate the model's predictions."""
+    spec = get_sampler(sampler)
+    if prediction not in spec.predictions:
+        fitting = sorted(name for name, other in SAMPLERS.items() if prediction in other.predictions)
+        raise ValueError(f"grid.sampler: {sampler!r} integrates {'/'.join(spec.predictions)} predictions but the model "
+                         f"predicts {prediction!r}; set grid.sampler to one of {fitting} (or sample_every=0)")
 
 
 def grid_methods(models: Models, wanted: list[str]) -> list[str]:

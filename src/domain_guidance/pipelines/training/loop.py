@@ -5,7 +5,8 @@ One optimizer step ``n`` (1-based; the 0-based index ``s = n - 1`` seeds it):
 1. this rank's slice of the global batch: keys ``(index, data seed)`` -> images or latents;
 2. per-sample diffusion seeds draw the timestep, the label-drop coin and the noise;
 3. dropped labels become the model's null label (not the network's own RNG dropout);
-4. ADM loss (eps MSE + variational bound), all-reduced for the log and the finiteness check;
+4. the loss of the model's kind: ADM (eps MSE + variational bound) for DiT (eps) models, SiT's
+   flow-matching velocity MSE (t uniform in [0, 1], t = 0 noise) for velocity models; all-reduced for the log and the finiteness check;
    a NaN/inf loss or gradient norm stops the run BEFORE the update, and nothing is saved after it;
 5. backward (DDP averages gradients), clip, AdamW, EMA;
 6. log / checkpoint (atomic, with ``latest`` pointer, keep-last-N) / sample grid every N steps.
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from ...core.diffusion import create_diffusion
+from ...core.flow import flow_matching_losses, flow_training_inputs
 from ...core.seeds import PerSampleNoise
 from ...io.atomic import write_json
 from .config import TrainConfig
@@ -31,7 +33,7 @@ from .data import TrainData, prepare_data
 from .distributed import (STREAM_GLOBAL_RNG, DistInfo, StepKeys, all_reduce_mean, barrier, derive_seed,
                           init_distributed, local_slice, params_in_sync, shutdown, wrap_ddp)
 from .ema import EMA
-from .grid import draw_grid
+from .grid import check_grid_sampler, draw_grid
 from .logging import RunLogger
 from .model import Models, build_models, export_for_sampling, load_base
 from .state import (STATE_FORMAT, capture_rng, clean_stale, data_differences, find_latest, load_train_state,
@@ -106,6 +108,8 @@ class _Trainer:
         vae_source = cfg.vae if base is not None else (vae.source if vae is not None else None)
         self.models: Models = build_models(cfg, self.data.num_classes, self.label_dropout, self.data.shape, base,
                                            vae_source, vae.scale if (vae is not None and base is None) else None)
+        if cfg.sample_every:
+            check_grid_sampler(cfg.grid.sampler, self.models.config.prediction)
         self.models.net.to(dist.device).train()
         if self.models.guide_net is not None and not self.models.guide_is_adapter_off:
             self.models.guide_net.to(dist.device).eval()
@@ -227,7 +231,8 @@ class _Trainer:
             self.log.note(self.step, f"already at step {self.step} >= steps={cfg.steps}: nothing to do")
             return TrainResult(self.run_dir, self.step, find_latest(self.run_dir), None)
 
-        diffusion = create_diffusion("", learn_sigma=models.config.learn_sigma)
+        flow = models.config.prediction == "velocity"  # SiT: flow matching; DiT: ADM diffusion
+        diffusion = None if flow else create_diffusion("", learn_sigma=models.config.learn_sigma)
         model = wrap_ddp(models.net, dist)
         keys = StepKeys(len(data.dataset), cfg.batch_size, cfg.seed)
         part = local_slice(cfg.batch_size, dist)
@@ -243,15 +248,16 @@ class _Trainer:
             x, y = x.to(dist.device, non_blocking=True), y.to(dist.device, non_blocking=True)
             x0 = data.to_model_space(x, keys.data_keys(s, ks)) if data.encode_every_step else x  # (b, C, H, W)
             rng = PerSampleNoise(keys.diffusion_seeds(s, ks), dist.device)
-            t = rng.randint(diffusion.num_timesteps)  # (b,)
+            t = rng.rand() if flow else rng.randint(diffusion.num_timesteps)  # (b,) SiT time / ADM step
             drop = rng.rand() < self.label_dropout  # (b,)
             noise = rng.randn(x0.shape[1:])  # (b, C, H, W)
             if null is not None:
                 y = torch.where(drop, torch.full_like(y, null), y)
-            x_t = diffusion.q_sample(x0, t, noise)
+            x_t = flow_training_inputs(x0, noise, t) if flow else diffusion.q_sample(x0, t, noise)
             with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 out = model(x_t, t, y)  # (b, out_channels, H, W)
-            terms = diffusion.training_losses(out.float(), x0, x_t, t, noise)
+            terms = (flow_matching_losses(out.float(), x0, noise) if flow
+                     else diffusion.training_losses(out.float(), x0, x_t, t, noise))
             loss = terms["loss"].mean()
             if cfg.debug_nan_at_step == n:
                 loss = loss * float("nan")
