@@ -17,6 +17,8 @@ METRICS: dict[str, bool] = {
 # per-run extras averaged into the summary but never compared (the KID std over its subsets)
 EXTRAS = ("kid_subset_std", "kid_classifier_subset_std")
 RESOLVE_FACTOR = 2.0
+RULE = ("|mean(a) - mean(b)| > 2 x the pooled sample std (ddof 1) of the two settings' per-replicate values "
+        "(against a constant such as chance: 2 x the std of a's values); fewer than 2 replicates never resolve")
 PAIRS = (("dog", "cfg"), ("cfg", "unguided"), ("dog", "unguided"))
 
 

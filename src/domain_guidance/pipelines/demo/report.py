@@ -1,6 +1,8 @@
-"""Markdown report of a demo run: the paper-style table, the protocol, metric-vs-w plots, sample grids.
+"""Markdown report of a demo run: protocol, regime checks, per-w tables with the real floor and resolved
+flags, a verdict from resolved differences only, metric-vs-w plots, sample grids.
 
-Every number is read from the results dict that ``run_demo`` produced (also saved as results.json).
+Every number is read from the results dict that ``run_demo`` produced (also saved as results.json);
+the comparisons and regime checks come from ``analysis`` (the one "resolved" rule).
 """
 from __future__ import annotations
 
@@ -12,24 +14,35 @@ import torch
 from ...io.atomic import atomic_path
 from ...io.images import save_grid
 from ..generate import load_samples
+from . import analysis
+from .analysis import find, find_comparison
+from .floors import load_real
 
-# metric -> (column title, lower is better, format)
-COLUMNS: dict[str, tuple[str, bool, str]] = {
-    "fid": ("FID (Inception) ↓", True, "{:.2f}"),
-    "fd_classifier": ("FD (classifier) ↓", True, "{:.3f}"),
-    "in_domain": ("in-domain rate ↑", False, "{:.3f}"),
-    "class_match": ("class match ↑", False, "{:.3f}"),
+# metric -> (column title, format, display scale); lower/higher is better lives in analysis.METRICS
+COLUMNS: dict[str, tuple[str, str, float]] = {
+    "fid": ("FID (Inception) ↓", "{:.2f}", 1.0),
+    "kid": ("KID×10³ (Inception) ↓", "{:.2f}", 1e3),
+    "fd_classifier": ("FD (classifier) ↓", "{:.1f}", 1.0),
+    "kid_classifier": ("KID (classifier) ↓", "{:.4g}", 1.0),  # unnormalised ReLU features: any scale
+    "in_domain": ("in-domain rate ↑", "{:.3f}", 1.0),
+    "class_match": ("class match ↑", "{:.3f}", 1.0),
 }
-NAMES = {"unguided": "Unguided", "cfg": "CFG", "dog": "DoG"}
+NAMES = {"unguided": "Unguided", "cfg": "CFG", "dog": "DoG", "real": "Real (floor)"}
+
+
+def value(metric: str, x: float) -> str:
+    """One number in the metric's display format and scale."""
+    _, form, scale = COLUMNS[metric]
+    return form.format(x * scale)
 
 
 def fmt(row: dict[str, Any], metric: str) -> str:
-    """A table cell: the mean, with ± std when there are several seed replicates."""
+    """A table cell: the mean, with ± std (ddof 1) when there are several seed replicates."""
     if metric not in row:
         return "n/a"
-    text = COLUMNS[metric][2].format(row[metric])
+    text = value(metric, row[metric])
     if row.get("replicates", 1) > 1:
-        text += " ± " + COLUMNS[metric][2].format(row[f"{metric}_std"])
+        text += " ± " + value(metric, row[f"{metric}_std"])
     return text
 
 
@@ -38,68 +51,137 @@ def rel_change(new: float, old: float) -> str:
     return "n/a" if old == 0 else f"{100.0 * (new - old) / abs(old):+.1f}%"
 
 
-def _find(summary: list[dict], ft: str, method: str, w: float) -> dict[str, Any] | None:
-    return next((r for r in summary if r["finetune"] == ft and r["method"] == method and r["w"] == w), None)
+def label(row: dict[str, Any]) -> str:
+    """Row title: method, w and interval."""
+    if row["method"] in ("unguided", "real"):
+        return NAMES[row["method"]]
+    inner = f"w={row['w']:g}"
+    if row.get("interval"):
+        inner += f", t∈[{row['interval'][0]:g},{row['interval'][1]:g}]"
+    return f"{NAMES[row['method']]} ({inner})"
+
+
+def short(row: dict[str, Any]) -> str:
+    """Short row name for comparison rows."""
+    return NAMES[row["method"]].split(" ")[0] + ("-int" if row.get("interval") else "")
 
 
 def metrics_of(summary: list[dict]) -> list[str]:
     return [m for m in COLUMNS if any(m in r for r in summary)]
 
 
-def table(summary: list[dict], ft: str, w: float) -> list[str]:
-    """Markdown lines: methods x metrics at one w, then DoG's relative change vs CFG and vs unguided."""
+def cell(c: dict[str, Any] | None) -> str:
+    """A comparison cell: the relative change of a against b, and whether the difference is resolved."""
+    if c is None:
+        return "n/a"
+    return f"{rel_change(c['mean_a'], c['mean_b'])}, " + ("resolved" if c["resolved"] else "not resolved")
+
+
+def rows_at(summary: list[dict], ft: str, w: float) -> list[dict[str, Any]]:
+    """The rows of one w table: real floor, unguided, CFG, DoG, DoG with interval (those present)."""
+    rows = [find(summary, ft, "real"), find(summary, ft, "unguided"), find(summary, ft, "cfg", w),
+            find(summary, ft, "dog", w)]
+    rows += [r for r in summary if r["finetune"] == ft and r["method"] == "dog" and r["w"] == w and r.get("interval")]
+    return [r for r in rows if r is not None]
+
+
+def table(summary: list[dict], cells: list[dict], ft: str, w: float) -> list[str]:
+    """Markdown lines: the floor and the methods x metrics at one w, then the comparison rows with resolved flags."""
     metrics = metrics_of(summary)
-    lines = ["| Method | " + " | ".join(COLUMNS[m][0] for m in metrics) + " |",
+    lines = ["| Setting | " + " | ".join(COLUMNS[m][0] for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
-    rows = {"unguided": _find(summary, ft, "unguided", 1.0), "cfg": _find(summary, ft, "cfg", w),
-            "dog": _find(summary, ft, "dog", w)}
-    for method, row in rows.items():
-        if row is not None:
-            label = NAMES[method] + ("" if method == "unguided" else f" (w={w:g})")
-            lines.append(f"| {label} | " + " | ".join(fmt(row, m) for m in metrics) + " |")
-    dog = rows["dog"]
-    for other in ("cfg", "unguided"):
-        if dog is not None and rows[other] is not None:
-            cells = [rel_change(dog[m], rows[other][m]) if m in dog and m in rows[other] else "n/a" for m in metrics]
-            lines.append(f"| DoG vs {NAMES[other]} | " + " | ".join(cells) + " |")
+    rows = rows_at(summary, ft, w)
+    for row in rows:
+        lines.append(f"| {label(row)} | " + " | ".join(fmt(row, m) for m in metrics) + " |")
+    by = {short(r): r for r in rows}
+    pairs = [("DoG", "CFG"), ("CFG", "Unguided"), ("DoG", "Unguided"), ("DoG-int", "CFG"), ("DoG-int", "DoG")]
+    for a, b in pairs:
+        if a in by and b in by:
+            lines.append(f"| {a} vs {b} | " + " | ".join(cell(find_comparison(cells, by[a], by[b], m))
+                                                        for m in metrics) + " |")
     return lines
 
 
-def verdict(summary: list[dict], ft: str, ws: list[float]) -> list[str]:
-    """One sentence per w and metric family saying plainly whether DoG beat CFG."""
+def verdict(summary: list[dict], cells: list[dict], ft: str, ws: list[float]) -> list[str]:
+    """Per w: DoG (and DoG with interval) vs CFG, stated only where the difference is resolved."""
     lines = []
     for w in ws:
-        cfg, dog = _find(summary, ft, "cfg", w), _find(summary, ft, "dog", w)
-        if cfg is None or dog is None:
+        cfg = find(summary, ft, "cfg", w)
+        dogs = [r for r in summary if r["finetune"] == ft and r["method"] == "dog" and r["w"] == w]
+        if cfg is None:
             continue
+        for dog in dogs:
+            name = label(dog)
+            unresolved = []
+            for m in metrics_of(summary):
+                c = find_comparison(cells, dog, cfg, m)
+                if c is None:
+                    continue
+                if not c["resolved"]:
+                    unresolved.append(m)
+                    continue
+                winner, loser = (name, "CFG") if c["better"] == "a" else ("CFG", name)
+                lines.append(f"- w={w:g}: {winner} beats {loser} on {m} (resolved: {fmt(dog, m)} vs {fmt(cfg, m)}).")
+            if unresolved:
+                lines.append(f"- w={w:g}: no resolved difference between {name} and CFG on {', '.join(unresolved)}.")
+    return lines
+
+
+def regime(diag: dict[str, Any], summary: list[dict], ft: str) -> list[str]:
+    """The regime checks: did the fine-tune learn its classes; are samples worse than real; does CFG help."""
+    lines = []
+    lc = diag.get("learned_classes")
+    if lc is not None:
+        ceiling = "n/a" if lc["real_ceiling"] is None else f"{lc['real_ceiling']:.3f}"
+        frac = "n/a" if lc["fraction_of_ceiling"] is None else f"{100 * lc['fraction_of_ceiling']:.0f}%"
+        lines += [f"- (a) The fine-tune learned its classes: unguided class match "
+                  f"{lc['unguided_class_match']:.3f} ± {lc['unguided_class_match_std']:.3f} vs chance "
+                  f"{lc['chance']:.3f} (1/K) and the real ceiling {ceiling}: above chance "
+                  f"{'(resolved)' if lc['above_chance'] else 'NOT resolved'}; it covers {frac} of the way from "
+                  "chance to the ceiling.", ""]
+    worse, improves = diag.get("worse_than_floor", {}), diag.get("cfg_improves", {})
+    if worse or improves:
+        lines += ["| metric | (b) Unguided | Real (floor) | samples worse than real? | (c) CFG at best w | "
+                  "CFG better than unguided? |", "|---|---|---|---|---|---|"]
+        unguided, real = find(summary, ft, "unguided"), find(summary, ft, "real")
         for m in metrics_of(summary):
-            lower = COLUMNS[m][1]
-            better = dog[m] < cfg[m] if lower else dog[m] > cfg[m]
-            word = "ties with" if dog[m] == cfg[m] else "beats" if better else "does NOT beat"
-            lines.append(f"- w={w:g}, {m}: DoG {word} CFG ({COLUMNS[m][2].format(dog[m])} vs "
-                         f"{COLUMNS[m][2].format(cfg[m])}).")
+            b, c = worse.get(m), improves.get(m)
+            wb = "n/a" if b is None else ("yes (resolved)" if b["worse"] else "no resolved gap")
+            best = find(summary, ft, "cfg", c["w"]) if c is not None else None
+            cb = "n/a" if c is None else ("yes (resolved)" if c["improves"] else "no (not resolved or worse)")
+            at_best = "n/a" if best is None else f"w={best['w']:g}: " + fmt(best, m)
+            lines.append(f"| {m} | {fmt(unguided, m) if unguided else 'n/a'} | {fmt(real, m) if real else 'n/a'} | "
+                         f"{wb} | {at_best} | {cb} |")
+        lines += ["", "(b) A metric on which samples are not measurably worse than real images leaves guidance "
+                  "nothing to improve. (c) The best w is picked on the same numbers, an optimistic choice."]
     return lines
 
 
 def plot(summary: list[dict], ft: str, out: Path) -> Path:
-    """One panel per metric: metric against w for CFG and DoG, unguided as a dashed level."""
+    """One panel per metric: metric against w for CFG, DoG (and DoG with interval); unguided dashed, floor dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = metrics_of(summary)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        for method in ("cfg", "dog"):
-            rows = sorted((r for r in summary if r["finetune"] == ft and r["method"] == method and m in r),
-                          key=lambda r: r["w"])
+    cols = min(3, len(metrics))
+    rows_n = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    for ax, m in zip(axes.flat, metrics):
+        scale = COLUMNS[m][2]
+        for method, with_interval, name in (("cfg", False, "CFG"), ("dog", False, "DoG"), ("dog", True, "DoG-int")):
+            rows = sorted((r for r in summary if r["finetune"] == ft and r["method"] == method and m in r
+                           and bool(r.get("interval")) == with_interval), key=lambda r: r["w"])
             if rows:
-                ax.errorbar([r["w"] for r in rows], [r[m] for r in rows], yerr=[r[f"{m}_std"] for r in rows],
-                            marker="o", capsize=3, label=NAMES[method])
-        unguided = _find(summary, ft, "unguided", 1.0)
-        if unguided is not None and m in unguided:
-            ax.axhline(unguided[m], color="gray", linestyle="--", label="Unguided")
+                ax.errorbar([r["w"] for r in rows], [r[m] * scale for r in rows],
+                            yerr=[r[f"{m}_std"] * scale for r in rows], marker="o", capsize=3, label=name)
+        for method, style in (("unguided", "--"), ("real", ":")):
+            row = find(summary, ft, method)
+            if row is not None and m in row:
+                ax.axhline(row[m] * scale, color="gray", linestyle=style, label=NAMES[method])
         ax.set_xlabel("guidance weight w")
         ax.set_title(COLUMNS[m][0], fontsize=9)
         ax.legend(fontsize=7)
@@ -112,9 +194,12 @@ def plot(summary: list[dict], ft: str, out: Path) -> Path:
 
 
 def grids(results: dict[str, Any], ft: str, out: Path, per_row: int = 16) -> Path:
-    """One mosaic, a row per setting (unguided, then CFG / DoG at each w), first seed replicate, same seeds."""
+    """One mosaic: real images of the first floor set, then a row per setting, first seed replicate, same seeds."""
     rep = results["config"]["seeds"][0]
     rows = []
+    for r in results.get("floors", [])[:1]:
+        images, _ = load_real(r["images"])
+        rows.append(torch.from_numpy(images[:per_row]).permute(0, 3, 1, 2))  # (n, C, H, W)
     for r in results["runs"]:
         if r["finetune"] == ft and r["seed"] == rep:
             images, _ = load_samples(r["samples"])
@@ -125,41 +210,79 @@ def grids(results: dict[str, Any], ft: str, out: Path, per_row: int = 16) -> Pat
     return path
 
 
+def _protocol(results: dict[str, Any]) -> list[str]:
+    cfg = results["config"]
+    n_ref = results["reference"]["images"]
+    interval = cfg.get("dog_interval")
+    fid_line = (f"- Reference: {n_ref} held-out target test images. FID: real FID-Inception weights (pool3 features; "
+                "exact Frechet distance); KID: unbiased polynomial-kernel MMD² on the same features, mean over "
+                f"{cfg['kid_subsets']} random subsets of min(N, reference) features (± its std over subsets in the "
+                "KID detail table)." if cfg["fid"] else
+                f"- Reference: {n_ref} held-out target test images. FID / KID (Inception): not computed (--no-fid).")
+    return [
+        "## Protocol", "",
+        f"- Source model: `{results['source']['checkpoint']}` (classes 0-5 of animal-mnist, 16 px, label dropout 0.1"
+        + (f", pre-trained here for {results['source']['steps']} steps" if results["source"]["trained_now"] else "")
+        + ").",
+        f"- Target domain: classes {cfg['target_classes']}, {cfg['images_per_class']} training images per class; "
+        f"full fine-tune for {cfg['finetune_steps']} steps (batch {cfg['finetune_batch']}).",
+        f"- Sampling: {cfg['sampler'].upper()} with {cfg['steps']} steps, N = {cfg['samples']} samples per setting "
+        f"(class-balanced), w in {cfg['w']}"
+        + (f", DoG also guided only for DDPM timesteps t in [{interval[0]:g}, {interval[1]:g}] (the high-noise "
+           "part; outside it the fine-tuned model alone)" if interval else "")
+        + f", seed replicates {cfg['seeds']} (replicate r uses seeds r*100000 + 0..N-1; every method sees the "
+          "same seeds).",
+        fid_line,
+        f"- Real floor (and ceiling for the judge's rates): per seed replicate, {cfg['samples']} real target images "
+        "with the samples' class counts, from the target classes' train split minus the fine-tuning images (and minus "
+        "any exact duplicate of a fine-tuning or reference image); the replicates' sets are disjoint. They are scored "
+        "exactly like the samples, so a method's number can only be read against this row at the same N.",
+        f"- Classifier judge: small CNN on all 10 classes (test accuracy "
+        f"{results['classifier']['test_accuracy']:.3f}); "
+        "in-domain rate = share classified into a target class; class match = share classified as the requested "
+        "(real: true) class; FD / KID (classifier) = Frechet distance / KID of its 128-d penultimate features vs the "
+        "reference.",
+        f"- Table cells: mean ± std (ddof 1) over the seed replicates. Resolved: {results['resolve_rule']} "
+        "(analysis.resolved). Comparison rows give the relative change of the first setting against the second.",
+        f"- Stage wall times (s): {results['stage_seconds']}; CPU seconds of this process: "
+        f"{results.get('stage_cpu_seconds', 'n/a')} ({results.get('torch_threads', '?')} torch threads); "
+        f"work: {results.get('workload', {})}.", ""]
+
+
+def _kid_detail(summary: list[dict], ft: str) -> list[str]:
+    rows = [r for r in summary if r["finetune"] in (ft, None) and ("kid_subset_std" in r
+                                                                  or "kid_classifier_subset_std" in r)]
+    if not rows:
+        return []
+    lines = ["KID detail: std over KID's random subsets (mean over replicates), a spread of the estimator "
+             "within one set:", "", "| Setting | KID×10³ (Inception) subset std | KID (classifier) subset std |",
+             "|---|---|---|"]
+    for r in rows:
+        a = value("kid", r["kid_subset_std"]) if "kid_subset_std" in r else "n/a"
+        b = value("kid_classifier", r["kid_classifier_subset_std"]) if "kid_classifier_subset_std" in r else "n/a"
+        lines.append(f"| {label(r)} | {a} | {b} |")
+    return lines + [""]
+
+
 def write_report(results: dict[str, Any], out: str | Path) -> Path:
     """Write ``out/report.md`` (with its PNGs) from a ``run_demo`` results dict."""
     out = Path(out)
-    cfg, summary = results["config"], results["summary"]
-    n_ref = results["reference"]["images"]
+    cfg, summary, cells = results["config"], results["summary"], results.get("comparisons", [])
     lines = ["# Domain Guidance demo: animal-mnist transfer", "",
-             "All numbers below were produced by this run (`results.json` next to this file).", "",
-             "## Protocol", "",
-             f"- Source model: `{results['source']['checkpoint']}` (classes 0-5 of animal-mnist, 16 px, "
-             "label dropout 0.1"
-             + (f", pre-trained here for {results['source']['steps']} steps"
-                if results["source"]["trained_now"] else "")
-             + ").",
-             f"- Target domain: classes {cfg['target_classes']}, {cfg['images_per_class']} training images per class; "
-             f"full fine-tune for {cfg['finetune_steps']} steps (batch {cfg['finetune_batch']}).",
-             f"- Sampling: {cfg['sampler'].upper()} with {cfg['steps']} steps, "
-             f"N = {cfg['samples']} samples per setting "
-             f"(class-balanced), w in {cfg['w']}, seed replicates {cfg['seeds']} (replicate r uses seeds "
-             "r*100000 + 0..N-1; every method sees the same seeds).",
-             f"- Reference: {n_ref} held-out target test images. FID: real FID-Inception weights "
-             "(pool3 features; exact Frechet distance)."
-             if cfg["fid"] else f"- Reference: {n_ref} held-out target test images. FID: not computed (--no-fid).",
-             f"- Classifier judge: small CNN on all 10 classes (test accuracy "
-             f"{results['classifier']['test_accuracy']:.3f}); in-domain rate = share of samples classified into a "
-             "target class; class match = share classified as the requested class; FD (classifier) = Frechet "
-             "distance of its 128-d penultimate features vs the reference.",
-             f"- Stage wall times (s): {results['stage_seconds']}.", ""]
+             "All numbers below were produced by this run (`results.json` next to this file).", ""]
+    lines += _protocol(results)
     for ft, info in results["finetunes"].items():
-        lines += [f"## Fine-tune with label dropout {info['label_dropout']:g} (`{ft}`)", ""]
+        lines += [f"## Fine-tune with label dropout {info['label_dropout']:g} (`{ft}`)", "", "### Regime checks", ""]
+        lines += regime(results.get("diagnostics", {}).get(ft, {}), summary, ft) + [""]
         for w in cfg["w"]:
-            lines += [f"### w = {w:g}", ""] + table(summary, ft, float(w)) + [""]
-        lines += ["### Does DoG beat CFG?", ""] + (verdict(summary, ft, [float(w) for w in cfg["w"]])
-                                                   or ["- No CFG available for this fine-tune (no null label)."])
+            lines += [f"### w = {w:g}", ""] + table(summary, cells, ft, float(w)) + [""]
+        lines += _kid_detail(summary, ft)
+        lines += ["### Verdict (resolved differences only)", ""]
+        lines += verdict(summary, cells, ft, [float(w) for w in cfg["w"]]) or [
+            "- No CFG available for this fine-tune (no null label)."]
         lines += ["", f"![metrics vs w]({plot(summary, ft, out).name})", "",
-                  f"Samples (rows: unguided, then CFG / DoG per w in {cfg['w']}; same seeds in every row):", "",
+                  f"Samples (rows: real target images, unguided, then per w in {cfg['w']}: CFG, DoG"
+                  + (", DoG with interval" if cfg.get("dog_interval") else "") + "; same seeds in every row):", "",
                   f"![samples]({grids(results, ft, out).name})", ""]
     path = out / "report.md"
     with atomic_path(path) as tmp:
