@@ -6,7 +6,8 @@ One optimizer step ``n`` (1-based; the 0-based index ``s = n - 1`` seeds it):
 2. per-sample diffusion seeds draw the timestep, the label-drop coin and the noise;
 3. dropped labels become the model's null label (not the network's own RNG dropout);
 4. the loss of the model's kind: ADM (eps MSE + variational bound) for DiT (eps) models, SiT's
-   flow-matching velocity MSE (t uniform in [0, 1], t = 0 noise) for velocity models; all-reduced for the log and the finiteness check;
+   flow-matching velocity MSE (t uniform in [0, 1], t = 0 noise) for velocity models; all-reduced
+   for the log and the finiteness check;
    a NaN/inf loss or gradient norm stops the run BEFORE the update, and nothing is saved after it;
 5. backward (DDP averages gradients), clip, AdamW, EMA;
 6. log / checkpoint (atomic, with ``latest`` pointer, keep-last-N) / sample grid every N steps.
