@@ -222,3 +222,23 @@ def test_velocity_model_is_refused_by_the_eps_samplers(nets):
     models = Models(Denoiser(sit, sit.config))
     with pytest.raises(ValueError, match="integrates eps predictions, but the model predicts 'velocity'"):
         sample_images(_settings(method="unguided", n=2), models)
+
+
+def test_sampler_options_are_checked_keyed_and_reach_the_sampler(nets):
+    with pytest.raises(ValueError, match=r"options: \['rtol'\] are not options of the ddpm sampler; it takes none"):
+        _settings(options={"rtol": 1e-3})
+    with pytest.raises(ValueError, match=r"options: \['bogus'\] are not options of the sde-euler sampler; it takes "
+                                         r"\[.*'diffusion_form'"):
+        GenerationSettings(method="unguided", sampler="sde-euler", steps="10", options={"bogus": 1})
+    sit = tiny_dit(num_classes=3, seed=2, in_channels=1, latent=False, prediction="velocity", std=0.1)
+    models = Models(Denoiser(sit, sit.config), identity={"model": {"sha256": "sit"}})
+
+    def sde(**options):
+        return GenerationSettings(method="unguided", sampler="sde-euler", steps="10", seeds=[1, 2], labels=[0, 1],
+                                  options=options)
+
+    default, other = sde(), sde(diffusion_form="constant")
+    assert settings_key(default, models) != settings_key(other, models)
+    a, b = sample_images(default, models, decode=False), sample_images(other, models, decode=False)
+    assert not torch.equal(a, b)  # the option reached the sampler
+    assert torch.equal(a, sample_images(sde(diffusion_form="sigma"), models, decode=False))  # sigma is the default

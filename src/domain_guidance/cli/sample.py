@@ -38,6 +38,19 @@ def interval(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def key_value(text: str) -> tuple[str, object]:
+    """argparse type for --sampler-option: KEY=VALUE, the value parsed as YAML (0.04, true, null, sigma)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. diffusion_form=sigma), got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key.strip(), value
+
+
 def as_option(fn: Callable[[], Any]) -> Any:
     """Run ``fn``; a ValueError whose message starts with a settings field ("eta: ...") names the option."""
     try:
@@ -71,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="; ".join(f"{k}: {v.help}" for k, v in sorted(SAMPLERS.items())))
     p.add_argument("--steps", default="250", help="respacing: '250', '50', 'ddim50', '10,10,5' (at least 2 steps)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (ddim only)")
+    p.add_argument("--sampler-option", dest="sampler_options", type=key_value, action="append", default=[],
+                   metavar="KEY=VALUE", help="a further option of the sampler, e.g. diffusion_form=sigma, "
+                   "last_step_size=0.04 (sde-euler), rtol=1e-5 (ode-dopri5); repeatable; part of the settings key")
     p.add_argument("--clip-denoised", choices=["auto", "yes", "no"], default="auto",
                    help="clip predicted x0 to [-1, 1]; auto: yes for pixel models, no for latents (as DiT)")
     p.add_argument("--seeds", type=seed_list, default="0-63", help="per-sample seeds: '0-49999', '1,2,3'")
@@ -99,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     # the settings are checked before any model is loaded: a typo costs nothing
     probe = as_option(lambda: GenerationSettings(
         method=args.method, scale=args.scale, channels=args.channels, interval=args.interval, sampler=args.sampler,
-        steps=args.steps, eta=args.eta, clip_denoised=clip, seeds=args.seeds))
+        steps=args.steps, eta=args.eta, clip_denoised=clip, options=dict(args.sampler_options),
+        seeds=args.seeds))
     dist = init_distributed(args.device)
     try:
         models = load_models(args.model, args.guide, which=args.which, vae=args.vae, latent_scale=args.latent_scale,

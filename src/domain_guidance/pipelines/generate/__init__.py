@@ -7,9 +7,10 @@
 """
 from .models import Models, build_denoiser, load_models, sample_images, settings_key, weights_sha256
 from .settings import (MAX_SAMPLES, GenerationSettings, balanced_labels, check_seeds, parse_labels,
-                       parse_seeds)
+                       parse_seeds, sampler_options)
 from .shards import SettingsMismatch, describe_differences, generate, load_samples, merge_shards
 
 __all__ = ["Models", "build_denoiser", "load_models", "sample_images", "settings_key", "weights_sha256",
            "MAX_SAMPLES", "GenerationSettings", "balanced_labels", "check_seeds", "parse_labels", "parse_seeds",
+           "sampler_options",
            "SettingsMismatch", "describe_differences", "generate", "load_samples", "merge_shards"]

@@ -78,7 +78,8 @@ def sample_images(settings: GenerationSettings, models: Models, denoiser: Guided
     denoiser = denoiser if denoiser is not None else build_denoiser(s, models)
     labels = torch.tensor(s.labels, dtype=torch.long)
     x = sample_from_seeds(denoiser, s.seeds, labels, models.shape, device=device, sampler=s.sampler, steps=s.steps,
-                          clip_denoised=s.clip_denoised, **({"eta": s.eta} if s.sampler == "ddim" else {}))
+                          clip_denoised=s.clip_denoised, **({"eta": s.eta} if s.sampler == "ddim" else {}),
+                          **s.options)
     if decode and models.decode is not None:
         return models.decode(x)
     return x.clamp(-1, 1) if decode else x

@@ -8,6 +8,7 @@ has scale 1, no channels and no interval), so equal pixels always mean equal rec
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ class GenerationSettings(ConfigMixin):
     steps: str = "250"
     eta: float = 0.0
     clip_denoised: bool | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # further keyword options of the sampler
     seeds: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
 
@@ -55,6 +57,15 @@ class GenerationSettings(ConfigMixin):
             raise ValueError(f"eta: expected a finite number >= 0, got {self.eta}")
         if self.eta != 0 and self.sampler != "ddim":
             raise ValueError(f"eta: applies to the ddim sampler only, got eta={self.eta:g} with {self.sampler!r}")
+        self.options = dict(self.options)
+        allowed = sampler_options(spec.fn)
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ValueError(f"options: {unknown} are not options of the {self.sampler} sampler; it takes "
+                             f"{sorted(allowed) or 'none'}")
+        bad = [k for k, v in self.options.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"options: {bad[0]}={self.options[bad[0]]} is not finite")
         if self.method == "unguided":  # nothing below changes an unguided sample: record it plainly
             self.scale, self.channels, self.interval = 1.0, None, None
         if self.channels is not None and int(self.channels) < 1:
@@ -77,6 +88,16 @@ class GenerationSettings(ConfigMixin):
         """A copy with ``clip_denoised`` decided for a pixel (``latent=False``) or latent model."""
         clip = (not latent) if self.clip_denoised is None else bool(self.clip_denoised)
         return dataclasses.replace(self, clip_denoised=clip)
+
+# keywords every sampler takes from the settings' own fields or the pipeline, not from ``options``
+_COMMON = {"steps", "step_noise", "callback", "clip_denoised", "progress", "diffusion", "eta"}
+
+
+def sampler_options(fn: Any) -> dict[str, Any]:
+    """Keyword options of a sampler function beyond the common ones, with their defaults."""
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _COMMON}
+
 
 def _check_interval(interval: Any, time_range: tuple[float, float], timesteps: list[int]) -> tuple[float, float]:
     try:
