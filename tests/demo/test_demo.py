@@ -21,7 +21,7 @@ from domain_guidance.pipelines.metrics.frechet import frechet_distance_from_feat
 
 def tiny_config(out: Path) -> DemoConfig:
     """A T/2-sized source pre-trained for a few dozen steps, a handful of samples, one w."""
-    return DemoConfig(out=str(out), source=str(out / "no-source-here"), pretrain_steps=30, model="T/2",
+    return DemoConfig(out=str(out), pretrain=True, pretrain_steps=30, model="T/2",
                       model_overrides={"hidden_size": 32, "depth": 1, "num_heads": 2}, finetune_steps=10,
                       finetune_batch=8, images_per_class=5, w=[2.0], samples=6, seeds=[0], steps=5, batch_size=8,
                       reference_images=8, classifier_epochs=0.2, progress=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..pipelines.demo.config import DemoConfig, full, quick
 
@@ -40,11 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="larger variant: 500 samples, 3 seed replicates, w in {1.25,1.5,2,3,4}, 50 steps, "
                            "also a no-dropout fine-tune (about an hour on a CPU)")
     p.add_argument("--out", default=None, help=f"output folder (full: runs/demo-full) [default: {_Q.out}]")
-    p.add_argument("--source", default=_Q.source,
-                   help="source run dir or checkpoint; if it holds none, the source preset is pre-trained "
-                        "into OUT/source")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source", default=None,
+                     help=f"source checkpoint or `dog pretrain` run dir; an error if it does not exist or holds no "
+                          f"checkpoint [default: {_Q.source}]")
+    src.add_argument("--pretrain", action="store_true",
+                     help=f"pre-train the source model here instead ({_Q.source_preset} preset into OUT/source, "
+                          "resumed if already started; hours on a CPU)")
     p.add_argument("--pretrain-steps", type=int, default=_Q.pretrain_steps,
-                   help="steps when the source model must be pre-trained here")
+                   help="steps of the --pretrain pre-training")
     p.add_argument("--finetune-steps", type=int, default=None, help=f"[default: {_Q.finetune_steps}]")
     p.add_argument("--images-per-class", type=int, default=None, help=f"target images per class "
                                                                       f"[default: {_Q.images_per_class}]")
@@ -65,7 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """The variant's DemoConfig with the given options applied."""
     cfg = full() if args.full else quick()
-    cfg.source, cfg.pretrain_steps = args.source, args.pretrain_steps
+    if args.source is not None:
+        cfg.source = args.source
+    cfg.pretrain, cfg.pretrain_steps = args.pretrain, args.pretrain_steps
     for name in ("out", "finetune_steps", "images_per_class", "samples", "w", "seeds", "steps", "sampler",
                  "reference_images"):
         value = getattr(args, name)
@@ -78,8 +85,13 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipelines.demo.run import run_demo
+    from ..pipelines.demo.run import ensure_source, run_demo
+    from . import check_out_dir
 
-    results = run_demo(config_from_args(args))
+    cfg = config_from_args(args)
+    check_out_dir(cfg.out, "--out")
+    if not cfg.pretrain:
+        ensure_source(cfg, Path(cfg.out))  # a missing --source fails now, before anything is written
+    results = run_demo(cfg)
     print(f"dog demo: wrote {results['config']['out']}/report.md and results.json")
     return 0

@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-cache", default=None, help="folder to cache reference statistics in")
     p.add_argument("--batch-size", type=int, default=50, help="feature-extraction batch")
     p.add_argument("--prdc-k", type=int, default=5, help="k of precision/recall/density/coverage")
-    p.add_argument("--out", default=None, help="result JSON (default: metrics.json beside the samples)")
+    p.add_argument("--out", default=None, help="result JSON (default: DIR/metrics.json for a `dog sample` output "
+                                               "DIR, X.metrics.json beside X.npz, FOLDER.metrics.json beside an "
+                                               "image FOLDER)")
     p.set_defaults(func=run_evaluate)
 
     s = sub.add_parser("sweep", help="unguided / CFG / DoG over a list of w: samples, metrics, table, plots",
@@ -51,28 +53,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_sweep)
 
 
-def _samples_path(samples: str) -> tuple[Path, dict | None]:
-    """Resolve a `dog sample` directory to its samples.npz and read its generation settings."""
-    path = Path(samples)
+def _samples_path(samples: str) -> tuple[Path, dict | None, Path]:
+    """(what to score, generation settings of a `dog sample` output or None, default result file).
+
+    The default result never lands where another sample set's would: ``D/metrics.json`` for a
+    `dog sample` directory ``D`` (or its ``samples.npz``), ``X.metrics.json`` beside a bare ``X.npz``,
+    and ``F.metrics.json`` beside an image folder ``F`` (nothing is written inside the user's folder).
+    """
+    path = Path(samples).expanduser()
     if path.is_dir() and (path / "samples.npz").exists():
         path = path / "samples.npz"
     settings = path.parent / "settings.json"
-    generation = json.loads(settings.read_text()) if path.suffix == ".npz" and settings.exists() else None
-    return path, generation
+    is_sample_dir = path.suffix == ".npz" and path.name == "samples.npz" and settings.is_file()
+    generation = None
+    if is_sample_dir:
+        try:
+            generation = json.loads(settings.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{settings}: not valid JSON ({e}); expected the settings `dog sample` wrote") from None
+    if is_sample_dir:
+        default_out = path.parent / "metrics.json"
+    elif path.is_dir():
+        folder = path.resolve()
+        default_out = folder.parent / f"{folder.name}.metrics.json"
+    else:
+        default_out = path.with_name(f"{path.stem}.metrics.json")
+    return path, generation, default_out
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..io.atomic import write_json
     from ..io.distributed import pick_device
     from ..pipelines.metrics import evaluate
+    from . import check_out_file
 
-    path, generation = _samples_path(args.samples)
+    path, generation, default_out = _samples_path(args.samples)
+    if not path.exists():
+        raise FileNotFoundError(f"samples {path} do not exist (expected an image folder, a .npz or a `dog sample` "
+                                "output directory)")
+    out = check_out_file(args.out, "--out") if args.out else check_out_file(default_out, "the result file")
     result = evaluate(path, args.reference, args.metrics.split(","), inception_weights=args.inception_weights,
                       dinov2_model=args.dinov2, batch_size=args.batch_size, device=str(pick_device(args.device)),
                       reference_cache=args.reference_cache, prdc_k=args.prdc_k, fd_method=args.fd_method,
                       progress=True)
     result["generation"] = generation  # sampler, steps, w, seeds, checkpoint hashes of the samples
-    out = Path(args.out) if args.out else path.parent / "metrics.json"
     write_json(out, result)
     for name, value in result["metrics"].items():
         print(f"{name:>22}: {value:.6g}")

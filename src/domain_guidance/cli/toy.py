@@ -85,8 +85,10 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..pipelines.toy.run import format_table, run_toy
+    from . import check_out_dir
 
     config = build_config(args)
+    check_out_dir(args.out, "--out")
     t0 = time.perf_counter()
     results = run_toy(config, args.out, log=(lambda s: None) if args.quiet else print)
     print(format_table(results))

@@ -75,7 +75,7 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         except pickle.UnpicklingError as e:
             needed = _unsafe_globals(path, e)
             if not needed:
-                raise CheckpointError(f"{path}: cannot read as a torch checkpoint: {str(e).splitlines()[-1]}") from None
+                raise CheckpointError(unreadable(path, "a torch checkpoint (written by torch.save)", e)) from None
             bad = [g for g in needed if g not in SAFE_EXTRA_GLOBALS]
             more = [SAFE_EXTRA_GLOBALS[g] for g in needed if g in SAFE_EXTRA_GLOBALS and SAFE_EXTRA_GLOBALS[g] not in allowed]
             if bad or not more:
@@ -85,8 +85,60 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
                     "convert it to safetensors in a trusted environment"
                 ) from None
             allowed += more
-        except (RuntimeError, EOFError, OSError) as e:  # truncated or corrupt file
-            raise CheckpointError(f"{path}: cannot read as a torch checkpoint: {e}") from None
+        except Exception as e:  # noqa: BLE001 - truncated, corrupt or not a checkpoint (a text file gives KeyError: 101)
+            raise CheckpointError(unreadable(path, "a torch checkpoint (written by torch.save)", e)) from None
+
+
+def _what_is(path: Path) -> str:
+    """A few words on what a file that failed to parse actually holds."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    if size == 0:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return f"a zip archive of {size} bytes (truncated or not a checkpoint?)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{size} bytes of binary data (truncated or another format?)"
+    if all(c.isprintable() or c in "\r\n\t" for c in text):
+        first = " ".join(text.split())[:40]
+        return f"a text file of {size} bytes starting {first!r}"
+    return f"{size} bytes of binary data (truncated or another format?)"
+
+
+def unreadable(path: str | os.PathLike, expected: str, err: BaseException) -> str:
+    """One-line message for a file that cannot be read as ``expected``: the file, what it holds, the reader's error."""
+    path = Path(path)
+    detail = " ".join(str(err).split())
+    if len(detail) > 200:
+        detail = detail[:200] + "..."
+    return f"{path}: cannot read as {expected}; it is {_what_is(path)} ({type(err).__name__}: {detail or 'no detail'})"
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` whose errors (truncated or foreign file) name the file."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError...: the message says which file
+        raise CheckpointError(unreadable(path, "safetensors", e)) from None
+
+
+def safetensors_header(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` header (``{}`` if none); errors name the file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, "pt") as f:
+            return f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - see load_safetensors
+        raise CheckpointError(unreadable(path, "safetensors", e)) from None
 
 
 @contextlib.contextmanager

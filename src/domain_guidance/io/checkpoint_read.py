@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from ..core.models.config import DiTConfig
-from .checkpoint_files import CheckpointError, interrupted_save_hint, read_json, safe_torch_load
+from .checkpoint_files import (CheckpointError, interrupted_save_hint, load_safetensors, read_json, safe_torch_load,
+                               safetensors_header)
 from .checkpoint_formats import diffusers_config, diffusers_to_official, infer_config, strip_prefixes
 
 WEIGHTS_NAME, CONFIG_NAME, METADATA_NAME = "model.safetensors", "config.json", "metadata.json"
@@ -141,9 +140,8 @@ def _read_torch(path: Path, which: str) -> tuple[dict[str, torch.Tensor], dict[s
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], DiTConfig | None, dict[str, Any]]:
-    with safe_open(path, "pt") as f:
-        header = f.metadata() or {}
-    sd, sidecar = load_file(path), path.with_suffix(".json")
+    header = safetensors_header(path)
+    sd, sidecar = load_safetensors(path), path.with_suffix(".json")
     if "config" in header:  # written with the weights in one atomic replace: it wins over the sidecar
         cfg = parse_config(json.loads(header["config"]), path)
         return sd, cfg, {"format": "safetensors", "metadata": json.loads(header.get("metadata", "{}"))}
@@ -159,7 +157,7 @@ def _read_dir(path: Path, which: str) -> tuple[dict[str, torch.Tensor], DiTConfi
     extra = read_json(path / METADATA_NAME) if (path / METADATA_NAME).exists() else {}
     metadata = extra.get("metadata", {})
     got, from_state = pick_set(path, metadata, which, "full")
-    sd = read_train_state_weights(path, which, "full") if from_state else load_file(path / WEIGHTS_NAME)
+    sd = read_train_state_weights(path, which, "full") if from_state else load_safetensors(path / WEIGHTS_NAME)
     return sd, cfg, {"format": "dir", "which": got, "metadata": metadata}
 
 
@@ -169,11 +167,11 @@ def _read_diffusers(path: Path, config: DiTConfig | None, overrides: dict[str, A
     dconf, src = read_json(path / CONFIG_NAME), str(path)
     single, index = path / f"{DIFFUSERS_WEIGHTS}.safetensors", path / f"{DIFFUSERS_WEIGHTS}.safetensors.index.json"
     if single.exists():
-        sd = load_file(single)
+        sd = load_safetensors(single)
     elif index.exists():
         sd = {}
         for shard in sorted(set(read_json(index)["weight_map"].values())):
-            sd.update(load_file(path / shard))
+            sd.update(load_safetensors(path / shard))
     elif (path / f"{DIFFUSERS_WEIGHTS}.bin").exists():
         sd = owned(safe_torch_load(path / f"{DIFFUSERS_WEIGHTS}.bin"))
     else:

@@ -28,10 +28,37 @@ class DistInfo:
         return self.world_size > 1
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Raises ValueError naming the device when the string is not a device or the device is not
+    available here (e.g. ``cuda`` on a machine or torch build without CUDA).
+    """
+    text = str(device).strip().lower()
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {device!r} is not a device name; expected {DEVICE_CHOICES}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here (torch {torch.__version__}, "
+                             f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+        return dev
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {device!r} requested but MPS is not available here; use --device cpu or auto")
+        return dev
+    raise ValueError(f"device {device!r} is not supported; expected {DEVICE_CHOICES}")
 
 
 def init_distributed(device: str = "auto", timeout_s: float = 300.0) -> DistInfo:

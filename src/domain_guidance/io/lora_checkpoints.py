@@ -17,14 +17,14 @@ from typing import Any, Mapping
 
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..core.models.adapters import add_lora, dual_label_embedder, has_adapter
 from ..core.models.config import DiTConfig
 from ..core.models.dit import DiT, LabelEmbedder
 from .atomic import dumps_json
-from .checkpoint_files import CheckpointError, atomic_dir, checkpoint_sha256, read_json
+from .checkpoint_files import CheckpointError, atomic_dir, checkpoint_sha256, load_safetensors, read_json
 from .checkpoint_formats import build_dit, cpu_tensors
 from .checkpoint_read import (FORMAT_VERSION, LORA_CONFIG_NAME, LORA_WEIGHTS_NAME, REPLACEABLE, TRAIN_STATE_NAME, parse_config,
                               pick_set, read_state_dict, read_train_state_weights)
@@ -131,7 +131,7 @@ def load_lora(path: str | os.PathLike, base: str | os.PathLike | None = None, ve
     targets = lora["targets"] if isinstance(lora["targets"], str) else tuple(lora["targets"])
     model = add_lora(net, target_cfg, rank=lora["rank"], alpha=lora["alpha"], targets=targets, dropout=lora["dropout"])
     weights_file = path / LORA_WEIGHTS_NAME
-    tensors = load_file(weights_file)
+    tensors = load_safetensors(weights_file)
     table = tensors.pop(TABLE_KEY, None)
     target_table = dual_label_embedder(model).target.embedding_table.weight
     if table is None or table.shape != target_table.shape:

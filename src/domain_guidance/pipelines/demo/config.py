@@ -26,9 +26,10 @@ class DemoConfig:
     """One demo run: source model, target fine-tune(s), sampling grid and evaluation sizes."""
 
     out: str = "runs/demo"
-    # source model: a run dir / checkpoint; if it has no checkpoint, pre-train one into out/source
+    # source model: a run dir / checkpoint (an error if it holds none), or with pretrain=True one trained here
     source: str = field(default_factory=default_source)
     source_preset: str = "animal-source"
+    pretrain: bool = False  # pre-train source_preset into out/source (resuming it) instead of using `source`
     pretrain_steps: int = 9000  # what the shipped source checkpoint was trained for
     model: str | None = None  # pre-training model size override (None: the preset's)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {hidden_size: 32, depth: 1}

@@ -57,9 +57,22 @@ def _checkpoint_of(path: Path) -> Path | None:
 
 
 def ensure_source(cfg: DemoConfig, out: Path) -> dict[str, Any]:
-    """Use ``cfg.source`` if it holds a checkpoint, else pre-train ``cfg.source_preset`` into ``out/source``."""
-    ckpt = _checkpoint_of(Path(cfg.source))
-    if ckpt is not None:
+    """The checkpoint of ``cfg.source``; with ``cfg.pretrain``, pre-train ``cfg.source_preset`` into ``out/source``.
+
+    Pre-training takes hours on a CPU, so it happens only when asked for: a ``source`` that does not
+    exist or holds no checkpoint is an error naming it (a typo must not start a pre-training).
+    """
+    if not cfg.pretrain:
+        path = Path(cfg.source).expanduser()
+        how = (f"pass --pretrain to pre-train the {cfg.source_preset!r} preset into {out / 'source'} on purpose "
+               f"({cfg.pretrain_steps} steps)")
+        if not path.exists():
+            raise FileNotFoundError(f"source model {path} (--source) does not exist; expected a checkpoint file or "
+                                    f"directory or a `dog pretrain` run directory; {how}")
+        ckpt = _checkpoint_of(path)
+        if ckpt is None:
+            raise ValueError(f"source model {path} (--source) holds no checkpoint (an empty folder or a run without "
+                             f"checkpoints/latest); {how}")
         return {"checkpoint": str(ckpt), "trained_now": False, "origin": cfg.source}
     extra = {"model": cfg.model} if cfg.model else {}
     if cfg.model_overrides:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -107,12 +108,16 @@ def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 
 def _from_npz(path: Path) -> ImageSet:
-    with zipfile.ZipFile(path) as zf:
-        if "arr_0.npy" not in zf.namelist():
-            keys = [n.removesuffix(".npy") for n in zf.namelist()]
-            raise KeyError(f"{path}: an image .npz needs the key 'arr_0' (ADM layout), found {keys}")
-        with zf.open("arr_0.npy") as fh:
-            shape, fortran, dtype = _npy_header(fh)  # header only
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "arr_0.npy" not in zf.namelist():
+                keys = [n.removesuffix(".npy") for n in zf.namelist()]
+                raise KeyError(f"{path}: an image .npz needs the key 'arr_0' (ADM layout), found {keys}")
+            with zf.open("arr_0.npy") as fh:
+                shape, fortran, dtype = _npy_header(fh)  # header only
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:  # truncated, or not an .npz at all
+        raise ValueError(f"{path}: cannot read as an .npz of images (truncated or not a numpy .npz?): "
+                         f"{type(e).__name__}: {e}") from None
     if dtype != np.uint8 or fortran or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3)):
         raise ValueError(
             f"{path}: arr_0 must be a C-ordered uint8 array (N, H, W, C) with C = 1 or 3 "
@@ -127,7 +132,10 @@ def _from_npz(path: Path) -> ImageSet:
             _npy_header(fh)
             for s in range(0, n, bs):
                 b = min(bs, n - s)
-                buf = fh.read(b * per_image)
+                try:
+                    buf = fh.read(b * per_image)
+                except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:  # corrupt data after a good header
+                    raise ValueError(f"{path}: arr_0 is corrupt at image {s}: {type(e).__name__}: {e}") from None
                 if len(buf) != b * per_image:
                     raise ValueError(f"{path}: arr_0 is truncated at image {s}")
                 arr = np.frombuffer(buf, np.uint8).reshape(b, h, w, c)  # (B, H, W, C)

@@ -9,6 +9,7 @@ atomically: temp file in the same folder, fsync, ``os.replace``.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
@@ -93,8 +94,11 @@ def is_stats_file(path: str | Path) -> bool:
     path = Path(path)
     if not (path.is_file() and path.suffix == ".npz"):
         return False
-    with np.load(path, allow_pickle=False) as z:
-        return {"mu", "sigma", "protocol"} <= set(z.files)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {"mu", "sigma", "protocol"} <= set(z.files)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError):  # unreadable: the image reader names the fault
+        return False
 
 
 def protocol_differences(cached: dict[str, Any], expected: dict[str, Any]) -> list[str]:

@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 TRACKS = ("exact", "learned")
+
+
+def _toml_module(path: Path):
+    """``tomllib`` (Python 3.11+) or the ``tomli`` package (3.10), imported only when a TOML file is read."""
+    try:
+        import tomllib
+
+        return tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli
+
+            return tomli
+        except ModuleNotFoundError:
+            raise ValueError(f"{path}: reading TOML needs Python 3.11+ or the 'tomli' package "
+                             "(pip install tomli), or use a JSON file") from None
 
 
 @dataclass
@@ -119,9 +134,10 @@ class ToyConfig:
             raise FileNotFoundError(f"toy config file {path} does not exist")
         text = path.read_text()
         kind = "TOML" if path.suffix == ".toml" else "JSON"
+        toml = _toml_module(path) if kind == "TOML" else None
         try:
-            values = tomllib.loads(text) if kind == "TOML" else json.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+            values = toml.loads(text) if toml is not None else json.loads(text)
+        except ValueError as e:  # json.JSONDecodeError and TOMLDecodeError are ValueErrors
             raise ValueError(f"{path}: cannot parse as {kind}: {e}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a table/object of config keys")
