@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from domain_guidance.cli import build_parser
 from domain_guidance.cli.demo import config_from_args
+from domain_guidance.io.data import load_builtin
+from domain_guidance.pipelines.demo import analysis
 from domain_guidance.pipelines.demo import classifier as judge
 from domain_guidance.pipelines.demo.config import DemoConfig
 from domain_guidance.pipelines.demo.report import rel_change, verdict
@@ -20,26 +23,71 @@ from domain_guidance.pipelines.metrics.frechet import frechet_distance_from_feat
 
 
 def tiny_config(out: Path) -> DemoConfig:
-    """A T/2-sized source pre-trained for a few dozen steps, a handful of samples, one w."""
+    """A T/2-sized source pre-trained for a few dozen steps, a handful of samples, one w, two seed replicates."""
     return DemoConfig(out=str(out), pretrain=True, pretrain_steps=30, model="T/2",
                       model_overrides={"hidden_size": 32, "depth": 1, "num_heads": 2}, finetune_steps=10,
-                      finetune_batch=8, images_per_class=5, w=[2.0], samples=6, seeds=[0], steps=5, batch_size=8,
-                      reference_images=8, classifier_epochs=0.2, progress=False)
+                      finetune_batch=8, images_per_class=5, w=[2.0], samples=6, seeds=[0, 1], steps=5, batch_size=8,
+                      reference_images=8, classifier_epochs=0.2, kid_subsets=7, progress=False)
 
 
 def _table_rows(report: str) -> dict[str, list[str]]:
-    """Markdown table rows of the report, keyed by their first cell."""
-    rows = {}
+    """Markdown table rows of the report, keyed by their first cell (the first table holding that key)."""
+    rows: dict[str, list[str]] = {}
     for line in report.splitlines():
-        if line.startswith("| ") and not line.startswith("| Method"):
+        if line.startswith("| ") and not line.startswith("| Setting"):
             cells = [c.strip() for c in line.strip("|").split("|")]
-            rows[cells[0]] = cells[1:]
+            rows.setdefault(cells[0], cells[1:])
     return rows
+
+
+def _frechet(f1: np.ndarray, f2: np.ndarray) -> float:
+    """Textbook Frechet distance |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1^1/2 S2 S1^1/2)^1/2 (np.cov, eigh), float64.
+
+    Computed in the span of both centred sets and the mean difference (an orthonormal basis from QR):
+    both covariances vanish outside it, so the distance is the same, and a few-image set in 2048-d costs
+    a small eigenproblem; eigenvalues below 1e-12 of the largest are round-off and count as zero.
+    """
+    f1, f2 = f1.astype(np.float64), f2.astype(np.float64)
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    q, _ = np.linalg.qr(np.vstack([f1 - mu1, f2 - mu2, (mu1 - mu2)[None]]).T)  # (D, k)
+    p1, p2 = f1 @ q, f2 @ q  # (n, k)
+    s1, s2 = np.cov(p1, rowvar=False), np.cov(p2, rowvar=False)
+
+    def psd_sqrt_eigs(w: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.where(w > 1e-12 * w.max(), w, 0.0))
+
+    w, v = np.linalg.eigh(s1)
+    root = (v * psd_sqrt_eigs(w)) @ v.T
+    diff = p1.mean(0) - p2.mean(0)
+    return float(diff @ diff + np.trace(s1) + np.trace(s2)
+                 - 2 * psd_sqrt_eigs(np.linalg.eigvalsh(root @ s2 @ root)).sum())
+
+
+def _kid(real: np.ndarray, fake: np.ndarray, n_subsets: int) -> tuple[float, float]:
+    """KID written out: per subset pair (drawn like metrics.kid: default_rng(0), real then fake, without
+    replacement), sum_{i != j} k(x_i, x_j) / (m (m-1)) + the same for y - 2 mean_{i,j} k(x_i, y_j), with
+    k(x, y) = (x . y / D + 1)^3; mean and std (ddof 0) over the subsets."""
+    real, fake = real.astype(np.float64), fake.astype(np.float64)
+    m, d = min(len(real), len(fake)), real.shape[1]
+    rng = np.random.default_rng(0)
+    vals = []
+    for _ in range(n_subsets):
+        x, y = real[rng.choice(len(real), m, replace=False)], fake[rng.choice(len(fake), m, replace=False)]
+        kxx = sum((x[i] @ x[j] / d + 1) ** 3 for i in range(m) for j in range(m) if i != j)
+        kyy = sum((y[i] @ y[j] / d + 1) ** 3 for i in range(m) for j in range(m) if i != j)
+        kxy = sum((x[i] @ y[j] / d + 1) ** 3 for i in range(m) for j in range(m))
+        vals.append(kxx / (m * (m - 1)) + kyy / (m * (m - 1)) - 2 * kxy / (m * m))
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def _setting(r: dict) -> tuple:
+    return (r["finetune"], r["method"], r["w"], tuple(r["interval"]) if r.get("interval") else None)
 
 
 @pytest.mark.slow
 def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> None:
-    from domain_guidance.pipelines.demo.run import run_demo
+    from domain_guidance.pipelines.demo.run import reference_images, run_demo
+    from domain_guidance.pipelines.metrics.inception import InceptionExtractor
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -49,42 +97,146 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
     out = tmp_path
     saved = json.loads((out / "results.json").read_text())
     assert saved["summary"] == results["summary"]
-    assert set(saved["stage_seconds"]) >= {"source model", "classifier", "sampling", "evaluation", "total"}
+    assert set(saved["stage_seconds"]) >= {"source model", "classifier", "sampling", "evaluation", "real floors",
+                                           "total"}
     assert saved["source"]["trained_now"] and saved["source"]["steps"] == 30
-    assert [(r["method"], r["w"]) for r in saved["runs"]] == [("unguided", 1.0), ("cfg", 2.0), ("dog", 2.0)]
+    grid = [("unguided", 1.0, None), ("cfg", 2.0, None), ("dog", 2.0, None), ("dog", 2.0, [500.0, 999.0])]
+    assert [(r["method"], r["w"], r["interval"]) for r in saved["runs"]] == grid * 2
+    assert [r["seed"] for r in saved["runs"]] == [0] * 4 + [1] * 4
     for png in ("metrics-vs-w-ld0.1.png", "samples-ld0.1.png"):
         assert (out / png).stat().st_size > 0
 
-    # the report's table cells are the numbers of results.json
-    report = (out / "report.md").read_text()
-    rows = _table_rows(report)
-    by_method = {r["method"]: r for r in saved["summary"]}
-    for label, method in (("Unguided", "unguided"), ("CFG (w=2)", "cfg"), ("DoG (w=2)", "dog")):
-        r = by_method[method]
-        assert rows[label] == [f"{r['fid']:.2f}", f"{r['fd_classifier']:.3f}", f"{r['in_domain']:.3f}",
-                               f"{r['class_match']:.3f}"]
-    assert rows["DoG vs CFG"][0] == rel_change(by_method["dog"]["fid"], by_method["cfg"]["fid"])
-    assert "N = 6 samples per setting" in report and "w in [2.0]" in report and "seed replicates [0]" in report
-    assert re.search(r"w=2, fid: DoG (beats|does NOT beat|ties with) CFG", report)
+    # the real floor sets: same N and class counts as the samples, real target images outside the
+    # fine-tuning and reference images, disjoint between replicates
+    ft_images = load_builtin("animal-mnist", resolution=16, classes=[6, 7, 8, 9], split="train",
+                             images_per_class=5).images
+    train = load_builtin("animal-mnist", resolution=16, classes=[6, 7, 8, 9], split="train")
+    ref = reference_images(tiny_config(out))
+    as_set = lambda a: {im.tobytes() for im in a.reshape(len(a), 16, 16)}  # noqa: E731
+    floors = saved["floors"]
+    assert [(f["method"], f["seed"], f["n"]) for f in floors] == [("real", 0, 6), ("real", 1, 6)]
+    real_sets = [np.load(f["images"]) for f in floors]
+    for z in real_sets:
+        assert z["images"].shape == (6, 16, 16, 1) and sorted(z["labels"].tolist()) == [0, 0, 1, 1, 2, 3]
+        got = as_set(z["images"])
+        assert len(got) == 6 and not got & as_set(ft_images) and not got & as_set(ref)
+        for im, y in zip(z["images"][..., 0], z["labels"]):  # each is a train image of its class
+            assert any(np.array_equal(im, t) for t in train.images[train.labels == y])
+    assert not as_set(real_sets[0]["images"]) & as_set(real_sets[1]["images"])
 
-    # results.json equals a recomputation from the saved samples (classifier reloaded from its cache)
+    # every metric recomputed from the saved images / features, independently of the demo's code
     model, info = judge.train_classifier(out, 16, 0.2, 128, progress=False)
     assert info == saved["classifier"]
-    from domain_guidance.pipelines.demo.run import reference_images
-
-    ref_feats = judge.features(model, judge.uint8_to_input(reference_images(tiny_config(out))))
-    for run in saved["runs"]:
-        images, labels = load_samples(run["samples"])
+    ref_judge = judge.features(model, judge.uint8_to_input(ref))
+    with np.load(out / "fid-reference.npz") as z:
+        ref_inception = z["features"]
+    assert ref_inception.shape == (8, 2048)
+    inception = InceptionExtractor(None, device="cpu")
+    sets = [(r, *load_samples(r["samples"])) for r in saved["runs"]]
+    sets += [(f, z["images"], z["labels"]) for f, z in zip(floors, real_sets)]
+    for k, (r, images, labels) in enumerate(sets):
         assert images.shape == (6, 16, 16, 1) and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 3]
         pred = judge.predict(model, judge.uint8_to_input(images)).argmax(1).numpy()
-        assert run["in_domain"] == pytest.approx(float(np.isin(pred, [6, 7, 8, 9]).mean()), abs=0)
-        again = judge.domain_metrics(model, images, labels, [6, 7, 8, 9], ref_feats)
-        assert again["fd_classifier"] == pytest.approx(run["fd_classifier"], rel=1e-9)
-        assert np.isfinite(run["fid"]) and run["fid"] > 0
-    # same seeds in every setting
+        assert r["in_domain"] == np.isin(pred, [6, 7, 8, 9]).mean()
+        assert r["class_match"] == (pred == np.array([6, 7, 8, 9])[labels]).mean()
+        feats = judge.features(model, judge.uint8_to_input(images))
+        assert r["fd_classifier"] == pytest.approx(_frechet(feats, ref_judge), rel=1e-6)  # float32 features
+        kid_mean, kid_std = _kid(ref_judge, feats, 7)
+        assert r["kid_classifier"] == pytest.approx(kid_mean, rel=1e-6, abs=1e-9)
+        assert r["kid_classifier_subset_std"] == pytest.approx(kid_std, rel=1e-6, abs=1e-9)
+        with np.load(r["inception_features"]) as z:
+            inc = z["features"]
+        if k == len(sets) - 1:  # the saved features are those of these images
+            np.testing.assert_allclose(inception(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy(), inc,
+                                       rtol=1e-4, atol=1e-4)
+        assert r["fid"] == pytest.approx(_frechet(inc, ref_inception), rel=1e-9)
+        kid_mean, kid_std = _kid(ref_inception, inc, 7)
+        assert r["kid"] == pytest.approx(kid_mean, rel=1e-6, abs=1e-9)
+        assert r["kid_subset_std"] == pytest.approx(kid_std, rel=1e-6, abs=1e-9)
+        assert r["fid"] > 0 and r["kid_subset_std"] > 0  # 6 of 8 reference features differ between subsets
+    # same seeds in every setting of a replicate
     seeds = [np.load(r["samples"])["seeds"].tolist() for r in saved["runs"]]
-    assert seeds[0] == seeds[1] == seeds[2] == list(range(6))
-    assert elapsed < 180  # about 45 s on 2 busy cores; generous for a loaded CI machine
+    assert seeds[:4] == [list(range(6))] * 4 and seeds[4:] == [list(range(100000, 100006))] * 4
+
+    # summary rows: replicate values, mean and std (ddof 1) by hand
+    records = saved["runs"] + floors
+    by_setting: dict[tuple, list[dict]] = {}
+    for r in records:
+        by_setting.setdefault(_setting(r), []).append(r)
+    assert len(saved["summary"]) == len(by_setting) == 5
+    metrics = ("fid", "kid", "fd_classifier", "kid_classifier", "in_domain", "class_match")
+    for row in saved["summary"]:
+        rs = by_setting[_setting(row)]
+        for m in metrics:
+            vals = [r[m] for r in rs]
+            assert row["values"][m] == vals
+            assert row[m] == pytest.approx(sum(vals) / 2, rel=1e-12)
+            assert row[f"{m}_std"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5, rel=1e-9, abs=1e-15)
+
+    # resolved flags from the recorded replicate values: |mean diff| > 2 * sqrt((s_a^2 + s_b^2) / 2)
+    pairs = {(c["a"]["method"], bool(c["a"]["interval"]), c["b"]["method"], bool(c["b"]["interval"]))
+             for c in saved["comparisons"]}
+    assert pairs == {("dog", False, "cfg", False), ("dog", False, "unguided", False), ("dog", True, "cfg", False),
+                     ("dog", True, "unguided", False), ("dog", True, "dog", False), ("cfg", False, "unguided", False),
+                     ("unguided", False, "real", False), ("cfg", False, "real", False), ("dog", False, "real", False),
+                     ("dog", True, "real", False)}
+    assert len(saved["comparisons"]) == len(pairs) * len(metrics)
+    lower = {"fid", "kid", "fd_classifier", "kid_classifier"}
+    for c in saved["comparisons"]:
+        key = lambda s: ("ld0.1" if s["method"] != "real" else None, s["method"], s["w"],  # noqa: E731
+                         tuple(s["interval"]) if s["interval"] else None)
+        a = [r[c["metric"]] for r in by_setting[key(c["a"])]]
+        b = [r[c["metric"]] for r in by_setting[key(c["b"])]]
+        var = lambda v: (v[0] - v[1]) ** 2 / 2  # noqa: E731  (sample variance of two values)
+        diff, spread = (a[0] + a[1] - b[0] - b[1]) / 2, ((var(a) + var(b)) / 2) ** 0.5
+        assert c["diff"] == pytest.approx(diff, rel=1e-9, abs=1e-15)
+        assert c["resolved"] == (abs(diff) > 2 * spread)
+        assert c["better"] == (None if not c["resolved"] else "a" if (diff < 0) == (c["metric"] in lower) else "b")
+
+    # regime checks from the run's numbers
+    diag = saved["diagnostics"]["ld0.1"]
+    ung = [r["class_match"] for r in by_setting[("ld0.1", "unguided", 1.0, None)]]
+    real_cm = [r["class_match"] for r in floors]
+    lc = diag["learned_classes"]
+    assert lc["chance"] == 0.25 and lc["unguided_class_match"] == pytest.approx(sum(ung) / 2)
+    assert lc["real_ceiling"] == pytest.approx(sum(real_cm) / 2)
+    assert lc["above_chance"] == (sum(ung) / 2 - 0.25 > 2 * abs(ung[0] - ung[1]) / 2 ** 0.5)
+    for m, w in diag["worse_than_floor"].items():
+        same = next(c for c in saved["comparisons"] if c["metric"] == m and c["a"]["method"] == "unguided"
+                    and c["b"]["method"] == "real")
+        assert w["worse"] == (same["better"] == "b")
+    for m, cfg_cell in diag["cfg_improves"].items():  # one w: the best is w = 2
+        same = next(c for c in saved["comparisons"] if c["metric"] == m and c["a"]["method"] == "cfg"
+                    and c["b"]["method"] == "unguided")
+        assert cfg_cell["w"] == 2.0 and cfg_cell["improves"] == (same["better"] == "a")
+
+    # the report's table cells and flags are the numbers of results.json
+    report = (out / "report.md").read_text()
+    rows = _table_rows(report)
+    summary = {_setting(r): r for r in saved["summary"]}
+    for label, key in (("Real (floor)", (None, "real", None, None)), ("Unguided", ("ld0.1", "unguided", 1.0, None)),
+                       ("CFG (w=2)", ("ld0.1", "cfg", 2.0, None)), ("DoG (w=2)", ("ld0.1", "dog", 2.0, None)),
+                       ("DoG (w=2, t∈[500,999])", ("ld0.1", "dog", 2.0, (500.0, 999.0)))):
+        r = summary[key]
+        assert rows[label] == [f"{r['fid']:.2f} ± {r['fid_std']:.2f}",
+                               f"{1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f}",
+                               f"{r['fd_classifier']:.1f} ± {r['fd_classifier_std']:.1f}",
+                               f"{r['kid_classifier']:.4g} ± {r['kid_classifier_std']:.4g}",
+                               f"{r['in_domain']:.3f} ± {r['in_domain_std']:.3f}",
+                               f"{r['class_match']:.3f} ± {r['class_match_std']:.3f}"]
+    dog_vs_cfg = [c for c in saved["comparisons"] if c["a"]["method"] == "dog" and not c["a"]["interval"]
+                  and c["b"]["method"] == "cfg"]
+    assert rows["DoG vs CFG"] == [rel_change(c["mean_a"], c["mean_b"]) + (", resolved" if c["resolved"]
+                                                                            else ", not resolved") for c in dog_vs_cfg]
+    assert "N = 6 samples per setting" in report and "w in [2.0]" in report and "seed replicates [0, 1]" in report
+    unresolved = [c["metric"] for c in dog_vs_cfg if not c["resolved"]]
+    if unresolved:
+        assert f"- w=2: no resolved difference between DoG (w=2) and CFG on {', '.join(unresolved)}." in report
+    for c in dog_vs_cfg:
+        if c["resolved"]:
+            assert re.search(rf"- w=2: (DoG \(w=2\) beats CFG|CFG beats DoG \(w=2\)) on {c['metric']} \(resolved",
+                             report)
+    assert elapsed < 600  # 2-4 min on 2 cores shared with other jobs; generous for a loaded CI machine
 
 
 def test_low_rank_frechet_equals_the_reference_implementation() -> None:
@@ -109,13 +261,34 @@ def test_domain_metrics_count_target_predictions() -> None:
     assert m["off_domain"] == pytest.approx(1 - m["in_domain"])
 
 
-def test_report_says_when_dog_does_not_beat_cfg() -> None:
-    summary = [{"finetune": "ld0.1", "method": "cfg", "w": 2.0, "fid": 10.0, "in_domain": 0.9},
-               {"finetune": "ld0.1", "method": "dog", "w": 2.0, "fid": 12.0, "in_domain": 0.95}]
-    lines = verdict(summary, "ld0.1", [2.0])
-    assert "w=2, fid: DoG does NOT beat CFG (12.00 vs 10.00)." in lines[0]
-    assert "beats" in lines[1] and "NOT" not in lines[1]
+def test_verdict_states_only_resolved_differences() -> None:
+    runs = [{"finetune": "ld0.1", "method": m, "w": 2.0, "interval": None, "seed": s, "n": 8, "fid": f, "in_domain": d}
+            for m, fids, doms in (("cfg", (10.0, 10.2, 10.4), (0.80, 0.90, 1.00)),
+                                  ("dog", (12.0, 12.2, 12.4), (0.85, 0.95, 1.05)))
+            for s, (f, d) in enumerate(zip(fids, doms))]
+    summary = analysis.summarize(runs)
+    lines = verdict(summary, analysis.comparisons(summary, "ld0.1"), "ld0.1", [2.0])
+    # FID 12.2 vs 10.2 (stds 0.2): resolved, CFG better; in-domain 0.95 vs 0.90 (stds 0.1): not resolved
+    assert lines == ["- w=2: CFG beats DoG (w=2) on fid (resolved: 12.20 ± 0.20 vs 10.20 ± 0.20).",
+                     "- w=2: no resolved difference between DoG (w=2) and CFG on in_domain."]
     assert rel_change(12.0, 10.0) == "+20.0%" and rel_change(1.0, 0.0) == "n/a"
+
+
+def test_settings_grid_and_floor_pool_limit(tmp_path: Path) -> None:
+    from domain_guidance.pipelines.demo.floors import floor_sets
+    from domain_guidance.pipelines.demo.run import settings_grid
+
+    grid = settings_grid(DemoConfig(w=[1.5, 3.0], dog_interval=[500, 999]))
+    assert grid[0] == {"method": "unguided", "w": 1.0, "interval": None}
+    assert [(g["method"], g["w"], g["interval"]) for g in grid[1:4]] == [
+        ("cfg", 1.5, None), ("dog", 1.5, None), ("dog", 1.5, [500.0, 999.0])]
+    assert len(grid) == 7 and len(settings_grid(DemoConfig(w=[2.0], dog_interval=None))) == 3
+    ref = np.zeros((4, 16, 16, 1), dtype=np.uint8)
+    # 800 train images per class, 50 of them fine-tuning images: 750 left for 2 replicates
+    sets = floor_sets(DemoConfig(seeds=[0, 1]), ref, [375, 1, 0, 2], 16)
+    assert [np.bincount(y, minlength=4).tolist() for _, y in sets] == [[375, 1, 0, 2]] * 2
+    with pytest.raises(ValueError, match="needs 376 images of target class 6 per seed replicate"):
+        floor_sets(DemoConfig(seeds=[0, 1]), ref, [376, 1, 1, 1], 16)
 
 
 def test_cli_options_and_variants() -> None:
@@ -129,3 +302,14 @@ def test_cli_options_and_variants() -> None:
         parser.parse_args(["demo", "--full", "--quick"])
     with pytest.raises(ValueError, match="w must be"):
         DemoConfig(w=[0.5]).validate()
+    quick = config_from_args(parser.parse_args(["demo"]))
+    assert len(quick.seeds) >= 3 and quick.dog_interval == [500.0, 999.0]
+    assert {1.25, 1.5, 2.0, 3.0} <= set(full.w) and full.dog_interval == [500.0, 999.0]
+    with pytest.raises(ValueError, match="dog_interval must be"):
+        DemoConfig(dog_interval=[900, 100]).validate()
+    assert config_from_args(parser.parse_args(["demo", "--dog-interval", "none"])).dog_interval is None
+    assert config_from_args(parser.parse_args(["demo", "--dog-interval", "0,400"])).dog_interval == [0.0, 400.0]
+    with pytest.raises(ValueError, match="dog_interval must be"):
+        config_from_args(parser.parse_args(["demo", "--dog-interval", "400"]))
+    with pytest.raises(ValueError, match="without repeats"):
+        DemoConfig(seeds=[0, 0]).validate()

@@ -22,6 +22,11 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.replace(",", " ").split()]
 
 
+def _interval(text: str) -> list[float]:
+    """'lo,hi' -> [lo, hi]; 'none' -> [] (no interval row; an empty list, since None means "not given")."""
+    return [] if text.strip().lower() == "none" else _floats(text)
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.replace(",", " ").split()]
 
@@ -39,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--quick", action="store_true", help="README size (the default)")
     size.add_argument("--full", action="store_true",
                       help="larger variant: 500 samples, 3 seed replicates, w in {1.25,1.5,2,3,4}, 50 steps, "
-                           "also a no-dropout fine-tune (about an hour on a CPU)")
+                           "all 800 held-out reference images, also a no-dropout fine-tune (hours on a CPU)")
     p.add_argument("--out", default=None, help=f"output folder (full: runs/demo-full) [default: {_Q.out}]")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--source", default=None,
@@ -61,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default=None, help=f"[default: {_Q.sampler}]")
     p.add_argument("--reference-images", type=int, default=None,
                    help=f"held-out target images used as reference [default: {_Q.reference_images}]")
+    p.add_argument("--dog-interval", type=_interval, default=None,
+                   help=f"DoG is also sampled guided only for DDPM timesteps lo..hi, e.g. '500,999'; 'none': no "
+                        f"interval row [default: {_Q.dog_interval}]")
     p.add_argument("--also-without-dropout", action="store_true", help="also fine-tune with label dropout 0")
     p.add_argument("--no-fid", action="store_true", help="skip Inception FID (classifier metrics only)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -74,10 +82,12 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         cfg.source = args.source
     cfg.pretrain, cfg.pretrain_steps = args.pretrain, args.pretrain_steps
     for name in ("out", "finetune_steps", "images_per_class", "samples", "w", "seeds", "steps", "sampler",
-                 "reference_images"):
+                 "reference_images", "dog_interval"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
+    if cfg.dog_interval == []:
+        cfg.dog_interval = None
     cfg.also_without_dropout = cfg.also_without_dropout or args.also_without_dropout
     cfg.fid = not args.no_fid
     cfg.progress = not args.no_progress

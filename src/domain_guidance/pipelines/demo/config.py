@@ -1,7 +1,8 @@
 """Configuration of the embedded transfer benchmark (``dog demo``): a dataclass with two named sizes.
 
-``quick`` is the README / CI size (minutes on 2 CPU cores); ``full`` (``dog demo --full``) takes more
-samples, more seeds and a finer w grid for a more stable measurement (about an hour on a CPU).
+``quick`` is the README size (within 15 minutes on 2 CPU cores, most of it FID-Inception features);
+``full`` (``dog demo --full``) takes more samples and a finer w grid for a more stable measurement
+(hours on a CPU).
 """
 from __future__ import annotations
 
@@ -43,14 +44,18 @@ class DemoConfig:
     train_extra: list[str] = field(default_factory=list)  # extra ``--set`` items for both trainings
     # sampling
     w: list[float] = field(default_factory=lambda: [1.5, 3.0])
-    samples: int = 200  # per (method, w, seed replicate)
-    seeds: list[int] = field(default_factory=lambda: [0, 1])  # replicate r uses seeds r*100000 + range(samples)
+    # DoG is also sampled with guidance only for lo <= t <= hi (original DDPM timesteps 0..999) at every w;
+    # None: no interval row
+    dog_interval: list[float] | None = field(default_factory=lambda: [500.0, 999.0])
+    samples: int = 128  # per (method, w, seed replicate); the real floor sets have the same N
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # replicate r uses seeds r*100000 + range(samples)
     sampler: str = "ddim"
     steps: int = 25
     batch_size: int = 50
     # evaluation
     fid: bool = True  # real FID-Inception (about 8 img/s on 2 cores)
     reference_images: int | None = 400  # held-out target test images used as reference (None: all)
+    kid_subsets: int = 100  # KID: mean / std over this many random subsets of min(samples, reference) features
     classifier_epochs: float = 4.0  # the 10-class CNN judge, trained once and cached in out/
     classifier_batch: int = 128
     progress: bool = True
@@ -67,8 +72,14 @@ class DemoConfig:
             raise ValueError(f"w must be a non-empty list of weights >= 1, got {self.w}")
         if self.samples < 2:
             raise ValueError(f"samples must be >= 2 (FID needs two images), got {self.samples}")
-        if not self.seeds:
-            raise ValueError("seeds must name at least one replicate")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must name at least one replicate, without repeats, got {self.seeds}")
+        if self.dog_interval is not None and (len(self.dog_interval) != 2
+                                              or not 0 <= self.dog_interval[0] <= self.dog_interval[1]):
+            raise ValueError(f"dog_interval must be None or [lo, hi] with 0 <= lo <= hi (DDPM timesteps), "
+                             f"got {self.dog_interval}")
+        if self.kid_subsets < 1:
+            raise ValueError(f"kid_subsets must be >= 1, got {self.kid_subsets}")
         if self.images_per_class < 1 or self.finetune_steps < 1 or self.pretrain_steps < 1:
             raise ValueError("images_per_class, finetune_steps and pretrain_steps must be >= 1")
         if not self.target_classes or any(not 0 <= c < 10 for c in self.target_classes):
@@ -77,12 +88,13 @@ class DemoConfig:
 
 
 def quick() -> DemoConfig:
-    """README size: 200 samples per setting, two seed replicates, w in {1.5, 3}, 500 fine-tune steps."""
+    """README size (about 11 min on 2 free cores): 128 samples per setting, three seed replicates, w in
+    {1.5, 3}, DoG also with the interval [500, 999], 500 fine-tune steps."""
     return DemoConfig()
 
 
 def full() -> DemoConfig:
-    """``--full``: more samples and seed replicates, a finer w grid, also the no-dropout fine-tune."""
+    """``--full``: more samples, the w grid {1.25, 1.5, 2, 3, 4} (the U-shape), also the no-dropout fine-tune."""
     return DemoConfig(out="runs/demo-full", w=[1.25, 1.5, 2.0, 3.0, 4.0], samples=500, seeds=[0, 1, 2],
                       steps=50, reference_images=None, also_without_dropout=True, classifier_epochs=8.0)
 
