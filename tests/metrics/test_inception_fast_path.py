@@ -8,8 +8,8 @@ from domain_guidance.pipelines.metrics.inception import BasicConv2d, fold_batchn
 from tests.metrics.helpers import random_images
 
 # Fast vs reference, float32 (AVX2 CPU, torch 2.13): max 6.6e-6 on these images (features up to 5),
-# 1.1e-5 on 12 animal-mnist images (features up to 6.9); a wrong fold (eps, bias, scale) gives > 1e-2.
-FAST_TOL = 2e-5
+# 1.7e-5 over 200 animal-mnist images (features up to 7.5); folding with eps 1e-5 instead gives 0.52.
+FAST_TOL = 3e-5
 
 
 def _test_images() -> torch.Tensor:
