@@ -62,6 +62,22 @@ def as_option(fn: Callable[[], Any]) -> Any:
         raise
 
 
+def check_sampler_fits(args: argparse.Namespace, prediction: str) -> None:
+    """Refuse a --sampler that cannot integrate what the loaded model predicts, saying which flag fixes it."""
+    spec = SAMPLERS[args.sampler]
+    if prediction in spec.predictions:
+        return
+    fitting = ", ".join(sorted(n for n, s in SAMPLERS.items() if prediction in s.predictions))
+    head = (f"--sampler {args.sampler} integrates {'/'.join(spec.predictions)} predictions, but --model "
+            f"{args.model} predicts {prediction!r}")
+    if prediction == "eps" and "velocity" in spec.predictions and args.prediction == "auto":
+        raise ValueError(f"{head} (read from the checkpoint; a file without a config, such as the official raw "
+                         "SiT-XL-2-256x256.pt, cannot say what it predicts): for SiT (flow-matching) weights pass "
+                         f"--prediction velocity; for a DiT use one of {fitting}")
+    declared = f" (declared by --prediction {args.prediction})" if args.prediction != "auto" else ""
+    raise ValueError(f"{head}{declared}: pass --sampler one of {fitting}")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample", help="draw samples (unguided, CFG or DoG) to a PNG grid, .npz and settings JSON",
@@ -74,15 +90,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "official DiT .pt, a DiT training checkpoint, a diffusers DiT folder or a LoRA dir")
     p.add_argument("--guide", default=None, help="pre-trained checkpoint used as DoG guide (not for LoRA: "
                    "a LoRA model guides with its own base)")
+    p.add_argument("--prediction", choices=["auto", "eps", "velocity"], default="auto",
+                   help="what --model and --guide predict: auto reads it from the checkpoint (our configs, a SiT "
+                   "training checkpoint's args; a file without a config counts as eps); velocity for official raw "
+                   "SiT weights (SiT-XL-2-256x256.pt). A LoRA dir's stored configs win")
     p.add_argument("--method", choices=METHODS, default="dog", help="guidance method")
     p.add_argument("--scale", "-w", type=float, default=1.5, help="guidance weight w")
     p.add_argument("--channels", type=positive_int, default=None,
                    help="guide only the first N eps channels (3 reproduces the authors' release); default all")
     p.add_argument("--interval", type=interval, default=None,
-                   help="guide only for original timesteps LO,HI within 0..999 (e.g. 0,700)")
+                   help="guide only for network times LO,HI: original timesteps within 0..999 for ddpm/ddim (e.g. "
+                   "0,700), SiT time within 0..1 (0 = noise) for the flow samplers")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddpm",
                    help="; ".join(f"{k}: {v.help}" for k, v in sorted(SAMPLERS.items())))
-    p.add_argument("--steps", default="250", help="respacing: '250', '50', 'ddim50', '10,10,5' (at least 2 steps)")
+    p.add_argument("--steps", default="250", help="ddpm/ddim respacing: '250', '50', 'ddim50', '10,10,5' (at least "
+                   "2 steps); flow samplers: integration steps ('50'; ode-heun evaluates twice per step)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (ddim only)")
     p.add_argument("--sampler-option", dest="sampler_options", type=key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="a further option of the sampler, e.g. diffusion_form=sigma, "
@@ -120,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     dist = init_distributed(args.device)
     try:
         models = load_models(args.model, args.guide, which=args.which, vae=args.vae, latent_scale=args.latent_scale,
-                             device=dist.device)
+                             device=dist.device, prediction=args.prediction)
+        check_sampler_fits(args, models.config.prediction)
         labels = as_option(lambda: parse_labels(args.labels, len(args.seeds), models.config.num_classes))
         settings = GenerationSettings.from_dict({**probe.to_dict(), "labels": labels})
         record = generate(settings, models, args.out, batch_size=args.batch_size, shard_size=args.shard_size,

@@ -112,12 +112,17 @@ def load_model(path_or_id: str | os.PathLike, which: str = "ema", config: DiTCon
     ``config`` replaces the stored or inferred config; ``overrides`` change fields of it, e.g.
     ``prediction="velocity"`` for a SiT checkpoint, ``num_heads`` for a size not in the registry.
     A LoRA directory gives the peft model and the target config; ``.base_config`` is the pre-trained one.
+    Its stored configs win: ``prediction`` may only be declared when it agrees with them.
     """
     path = resolve_checkpoint(path_or_id)
     if detect_format(path) == "lora":
+        declared = overrides.pop("prediction", None)
         if config is not None or overrides:
             raise CheckpointError(f"{path}: a LoRA checkpoint carries its own configs; config/overrides are not applied")
         model, base_cfg, target_cfg, info = load_lora(path, which=which)
+        if declared is not None and declared != target_cfg.prediction:
+            raise CheckpointError(f"{path}: prediction={declared!r} was declared, but this LoRA checkpoint's stored "
+                                  f"configs say {target_cfg.prediction!r} (they win); drop the declaration")
         return _loaded(model, target_cfg, info, base_config=base_cfg, base_path=Path(info["base"]["resolved"]))
     sd, cfg, info = read_state_dict(path, which, config, **overrides)
     return _loaded(build_dit(sd, cfg, str(path)), cfg, info)

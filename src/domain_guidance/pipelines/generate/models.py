@@ -109,16 +109,25 @@ def _vae_identity(source: str, scale: float) -> dict[str, Any]:
             "latent_scale": scale}
 
 
+PREDICTIONS = ("auto", "eps", "velocity")
+
+
 def load_models(model: str, guide: str | None = None, *, which: str = "ema", vae: str | None = None,
                 latent_scale: float | None = None, device: torch.device | str = "cpu",
-                decoder: bool = True) -> Models:
+                decoder: bool = True, prediction: str = "auto") -> Models:
     """Load the fine-tuned checkpoint, its guide and (for latent models) the VAE decoder.
 
     A LoRA checkpoint brings its own guide: the same network with the adapter off, using the
     pre-trained config (its label table and null label); passing ``guide`` as well is an error.
     Otherwise ``guide`` is a separate checkpoint, always built from its own config.
+    ``prediction`` ("eps" or "velocity") declares what both networks predict where a checkpoint
+    cannot say (an official raw ``SiT-XL-2-256x256.pt``); "auto" keeps the stored or inferred one.
+    A LoRA checkpoint's stored configs win: a declaration that contradicts them is an error.
     """
-    ft = load_model(model, which=which)
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction: expected one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+    declared: dict[str, Any] = {} if prediction == "auto" else {"prediction": prediction}
+    ft = load_model(model, which=which, **declared)
     net = ft.net.to(device)
     finetuned = Denoiser(net, ft.config)
     identity: dict[str, Any] = {"model": {"sha256": weights_sha256(ft.path), "which": ft.which,
@@ -132,7 +141,7 @@ def load_models(model: str, guide: str | None = None, *, which: str = "ema", vae
         identity["guide"] = {"adapter_off": True, "config": ft.base_config.to_dict()}
         sources["guide"] = str(ft.base_path)
     elif guide is not None:
-        g = load_model(guide, which=which)
+        g = load_model(guide, which=which, **declared)
         guide_den = Denoiser(g.net.to(device), g.config)
         identity["guide"] = {"sha256": weights_sha256(g.path), "which": g.which, "config": g.config.to_dict()}
         sources.update(guide=str(guide), guide_path=str(g.path))
