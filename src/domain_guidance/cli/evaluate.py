@@ -85,6 +85,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..io.atomic import write_json
     from ..io.distributed import pick_device
     from ..pipelines.metrics import evaluate
+    from ..pipelines.metrics.images import open_images
+    from ..pipelines.metrics.stats import is_stats_file
     from . import check_out_file
 
     path, generation, default_out = _samples_path(args.samples)
@@ -92,6 +94,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"samples {path} do not exist (expected an image folder, a .npz or a `dog sample` "
                                 "output directory)")
     out = check_out_file(args.out, "--out") if args.out else check_out_file(default_out, "the result file")
+    for given in (path, Path(args.reference)):  # an unreadable .npz fails now, not after the other set's features
+        if given.suffix == ".npz" and given.is_file() and not is_stats_file(given):
+            open_images(given)  # reads the header only
     result = evaluate(path, args.reference, args.metrics.split(","), inception_weights=args.inception_weights,
                       dinov2_model=args.dinov2, batch_size=args.batch_size, device=str(pick_device(args.device)),
                       reference_cache=args.reference_cache, prdc_k=args.prdc_k, fd_method=args.fd_method,
