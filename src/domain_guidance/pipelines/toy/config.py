@@ -12,27 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...io.config_files import ConfigMixin, read_config_file
+
 TRACKS = ("exact", "learned")
 
 
-def _toml_module(path: Path):
-    """``tomllib`` (Python 3.11+) or the ``tomli`` package (3.10), imported only when a TOML file is read."""
-    try:
-        import tomllib
-
-        return tomllib
-    except ModuleNotFoundError:
-        try:
-            import tomli
-
-            return tomli
-        except ModuleNotFoundError:
-            raise ValueError(f"{path}: reading TOML needs Python 3.11+ or the 'tomli' package "
-                             "(pip install tomli), or use a JSON file") from None
-
-
 @dataclass
-class ToyConfig:
+class ToyConfig(ConfigMixin):
     """Everything a ``dog toy`` run depends on (saved as config.json next to its results)."""
 
     # --- scenario ---
@@ -115,45 +101,15 @@ class ToyConfig:
     def num_target_classes(self) -> int:
         return max(self.target_classes) + 1
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "ToyConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown toy config key(s) {unknown}; expected some of {sorted(names)}")
-        return cls(**values)
-
     @classmethod
     def read_overrides(cls, path: str | Path) -> dict:
-        """The keys of a JSON or TOML file of overrides, checked against this dataclass's fields."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"toy config file {path} does not exist")
-        text = path.read_text()
-        kind = "TOML" if path.suffix == ".toml" else "JSON"
-        toml = _toml_module(path) if kind == "TOML" else None
-        try:
-            values = toml.loads(text) if toml is not None else json.loads(text)
-        except ValueError as e:  # json.JSONDecodeError and TOMLDecodeError are ValueErrors
-            raise ValueError(f"{path}: cannot parse as {kind}: {e}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a table/object of config keys")
+        """The keys of a TOML/YAML/JSON file of overrides, checked against this dataclass's fields."""
+        values = read_config_file(path)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"{path}: unknown toy config key(s) {unknown}; expected some of {sorted(names)}")
+            raise ValueError(f"{path}: unknown ToyConfig key(s) {unknown}; expected some of {sorted(names)}")
         return values
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ToyConfig":
-        """Defaults overridden by a JSON or TOML file (keys as in this dataclass)."""
-        return cls.from_dict(cls.read_overrides(path), source=str(path))
-
-    def replace(self, **changes) -> "ToyConfig":
-        return dataclasses.replace(self, **changes)
 
 
 # Named variants (overrides of the defaults), one line per setting reported in docs/toy_study.md.
