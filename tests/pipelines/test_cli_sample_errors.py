@@ -35,6 +35,13 @@ def test_bad_option_is_one_line_naming_it(checkpoints, tmp_path, capsys, extra, 
     assert not (tmp_path / "out" / "settings.json").exists()  # refused before anything was written
 
 
+def test_out_under_a_file_is_refused(checkpoints, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert _sample(checkpoints, tmp_path / "f" / "x") == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a file" in err and "Traceback" not in err
+
+
 def test_rerun_with_other_settings_refuses_then_overwrite_replaces(checkpoints, tmp_path, capsys):
     out = tmp_path / "out"
     assert _sample(checkpoints, out, "--method", "dog") == 0

@@ -132,7 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..io.distributed import init_distributed, shutdown
     from ..pipelines.generate import GenerationSettings, generate, load_models, parse_labels
+    from . import check_out_dir
 
+    check_out_dir(args.out)
     clip = {"auto": None, "yes": True, "no": False}[args.clip_denoised]
     # the settings are checked before any model is loaded: a typo costs nothing
     probe = as_option(lambda: GenerationSettings(
