@@ -4,9 +4,7 @@ Every stage is cached under ``config.out`` (a rerun resumes), timed, and shown w
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import warnings
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -15,15 +13,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...core.guidance import build_guided_denoiser
-from ...io.atomic import atomic_path, write_json
+from ...io.atomic import write_json
 from ...io.data import load_builtin
-from ..generate import GenerationSettings, balanced_labels, generate, load_samples
-from ..loading import load_denoisers, model_shape
+from ..generate import GenerationSettings, balanced_labels, generate, load_models, load_samples, settings_key
 from ..training import find_latest, resolve_config, train
+from . import analysis
 from . import classifier as judge
 from .config import DemoConfig
+from .floors import floor_sets, save_real
 from .report import write_report
+from .scoring import Scorer, inception_features
 
 RESOLUTION = 16
 
@@ -33,17 +32,23 @@ def _sets(**kv: Any) -> list[str]:
 
 
 class _Stages:
-    """Times named stages and prints each one's wall time."""
+    """Times named stages (wall and this process's CPU seconds) and prints each one's wall time.
+
+    CPU seconds do not grow when other jobs share the cores: CPU / threads bounds what the stage
+    would take on free cores (to estimate the default run's budget on a busy machine).
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         print(f"[demo] {name} ...", flush=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         value = fn()
         self.seconds[name] = round(time.perf_counter() - t0, 2)
-        print(f"[demo] {name}: {self.seconds[name]:.1f} s", flush=True)
+        self.cpu_seconds[name] = round(time.process_time() - c0, 2)
+        print(f"[demo] {name}: {self.seconds[name]:.1f} s (CPU {self.cpu_seconds[name]:.1f} s)", flush=True)
         return value
 
 
@@ -111,31 +116,66 @@ def reference_images(cfg: DemoConfig) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
-def inception_features(extractor: Any, images: np.ndarray, cache: Path | None = None,
-                       progress: bool = False) -> np.ndarray:
-    """(N, 2048) FID-Inception pool3 features of uint8 NHWC images; cached in ``cache`` if given."""
-    from ..metrics.stats import compute_stats
-
-    if cache is not None and cache.is_file():
-        with np.load(cache) as z:
-            if z["n"] == len(images) and z["sha"] == _sha(images):
-                return z["features"]
-    with warnings.catch_warnings():  # N < 2048 is expected here: FID is compared at equal N only
-        warnings.filterwarnings("ignore", message="only .* images for", category=RuntimeWarning)
-        feats = compute_stats(images, extractor, 50, keep_features=True, progress=progress).features
-    if cache is not None:
-        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, features=feats, n=len(images), sha=_sha(images))
-    return feats
+def _grid_entry(entry: Any) -> tuple[str, float, tuple[float, float] | None]:
+    """(method, w, interval or None) of a ``settings_grid`` entry: a (method, w[, interval]) tuple or a dict."""
+    if isinstance(entry, dict):
+        method, w, interval = entry["method"], entry["w"], entry.get("interval")
+    else:
+        method, w, interval = (*entry, None)[:3]
+    return method, float(w), (tuple(interval) if interval is not None else None)
 
 
-def _sha(images: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+def settings_grid(cfg: DemoConfig) -> list[dict[str, Any]]:
+    """{"method", "w", "interval"} entries: unguided once, then at each w CFG, DoG and (with
+    ``cfg.dog_interval``) DoG guided only inside that interval; ``interval`` is None or [lo, hi]."""
+    grid: list[dict[str, Any]] = [{"method": "unguided", "w": 1.0, "interval": None}]
+    for w in cfg.w:
+        grid += [{"method": m, "w": float(w), "interval": None} for m in ("cfg", "dog")]
+        if cfg.dog_interval is not None:
+            grid.append({"method": "dog", "w": float(w), "interval": [float(t) for t in cfg.dog_interval]})
+    return grid
 
 
-def settings_grid(cfg: DemoConfig) -> list[tuple[str, float]]:
-    """(method, w): unguided once, then CFG and DoG at each w."""
-    return [("unguided", 1.0)] + [(m, float(w)) for w in cfg.w for m in ("cfg", "dog")]
+def score_all(cfg: DemoConfig, out: Path, runs: list[dict[str, Any]], clf: judge.SmallCNN,
+              ref: np.ndarray) -> Scorer:
+    """Score every sample set in place (judge metrics; FID and KID unless ``cfg.fid`` is off); returns the scorer."""
+    inception = ref_inception = None
+    if cfg.fid:
+        from ..metrics.inception import InceptionExtractor
+
+        inception = InceptionExtractor(None, device="cpu")
+        ref_inception = inception_features(inception, ref, out / "fid-reference.npz", cfg.progress)
+    scorer = Scorer(clf, cfg.target_classes, judge.features(clf, judge.uint8_to_input(ref)), inception,
+                    ref_inception, cfg.kid_subsets, out / "features")
+    for r in tqdm(runs, desc="scoring", unit="set", disable=not cfg.progress):
+        images, labels = load_samples(r["samples"])
+        r.update(scorer(images, labels))
+    return scorer
+
+
+def score_floors(cfg: DemoConfig, out: Path, runs: list[dict[str, Any]], scorer: Scorer,
+                 ref: np.ndarray) -> list[dict[str, Any]]:
+    """One real floor set per seed replicate (see floors.py), same N and class counts as the samples, scored alike."""
+    _, labels = load_samples(runs[0]["samples"])
+    counts = np.bincount(np.asarray(labels), minlength=len(cfg.target_classes)).tolist()
+    floors = []
+    for rep, (images, real_labels) in zip(cfg.seeds, floor_sets(cfg, ref, counts, RESOLUTION)):
+        path = save_real(out / "floor" / f"real-n{len(images)}-seed{rep}.npz", images, real_labels)
+        floors.append({"finetune": None, "method": "real", "w": None, "interval": None, "seed": rep,
+                       "n": len(images), "images": path, **scorer(images, real_labels)})
+    return floors
+
+
+def assemble(cfg: DemoConfig, runs: list[dict[str, Any]], floors: list[dict[str, Any]],
+             finetunes: dict[str, Any]) -> dict[str, Any]:
+    """Summary rows (methods and the real floor), every comparison cell with its resolved flag, regime checks."""
+    summary = analysis.summarize(runs + floors)
+    return {"summary": summary,
+            "comparisons": [c for ft in finetunes for c in analysis.comparisons(summary, ft)],
+            "diagnostics": {ft: analysis.diagnostics(summary, ft, len(cfg.target_classes)) for ft in finetunes},
+            "resolve_rule": analysis.RULE,
+            "workload": {"sample_sets": len(runs), "samples": sum(r["n"] for r in runs),
+                         "real_sets": len(floors), "real_images": sum(r["n"] for r in floors)}}
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -145,7 +185,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "demo_config.json", cfg.to_dict())
     stages = _Stages()
-    t_all = time.perf_counter()
+    t_all, c_all = time.perf_counter(), time.process_time()
     source = stages.run("source model", lambda: ensure_source(cfg, out))
     dropouts = [0.1] + ([0.0] if cfg.also_without_dropout else [])
     finetunes = {f"ld{ld:g}": stages.run(f"fine-tune (label dropout {ld:g})",
@@ -154,76 +194,41 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     clf, clf_info = stages.run("classifier", lambda: judge.train_classifier(
         out, RESOLUTION, cfg.classifier_epochs, cfg.classifier_batch, progress=cfg.progress))
     ref = reference_images(cfg)
-    ref_feats = judge.features(clf, judge.uint8_to_input(ref))
 
     def sample_all() -> list[dict[str, Any]]:
         runs = []
         for name, ft_info in finetunes.items():
-            ft, guide = load_denoisers(ft_info["checkpoint"], guide=source["checkpoint"])
-            shape = model_shape(ft.config)
-            labels = balanced_labels(cfg.samples, ft.config.num_classes)
-            # a new model or sampler gets new folders: cached samples are never reused across them
-            ident = [str(Path(ft_info["checkpoint"]).resolve()), str(Path(source["checkpoint"]).resolve()),
-                     cfg.sampler, cfg.steps]
-            key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:8]
+            models = load_models(ft_info["checkpoint"], guide=source["checkpoint"])
+            labels = balanced_labels(cfg.samples, models.config.num_classes)
             for rep in cfg.seeds:
                 seeds = [rep * 100000 + i for i in range(cfg.samples)]
-                for method, w in settings_grid(cfg):
-                    if method == "cfg" and ft.null_label is None:
-                        continue
-                    run_dir = out / "samples" / f"{name}-{key}" / f"{method}-w{w:g}" / f"seed{rep}"
-                    settings = GenerationSettings(method=method, scale=w, sampler=cfg.sampler, steps=str(cfg.steps),
-                                                  clip_denoised=True, seeds=seeds, labels=labels,
-                                                  extra={"model": ft_info["checkpoint"], "guide": source["checkpoint"]})
-                    with torch.no_grad():
-                        generate(build_guided_denoiser(method, ft, guide, w), settings, shape, run_dir,
-                                 batch_size=cfg.batch_size, progress=cfg.progress)
-                    runs.append({"finetune": name, "method": method, "w": w, "seed": rep, "n": cfg.samples,
-                                 "samples": str(run_dir / "samples.npz")})
+                for entry in settings_grid(cfg):
+                    method, w, interval = _grid_entry(entry)
+                    if models.unavailable(method) is not None:
+                        continue  # e.g. no CFG for a fine-tune without label dropout
+                    settings = GenerationSettings(method=method, scale=w, interval=interval, sampler=cfg.sampler,
+                                                  steps=str(cfg.steps), clip_denoised=True, seeds=seeds, labels=labels)
+                    # the folder carries the settings key: a new model, sampler or step count gets new folders
+                    tag = f"{method}-w{w:g}" + (f"-i{interval[0]:g}-{interval[1]:g}" if interval else "")
+                    run_dir = out / "samples" / name / f"{tag}-{settings_key(settings, models)[:10]}" / f"seed{rep}"
+                    generate(settings, models, run_dir, batch_size=cfg.batch_size, progress=cfg.progress)
+                    runs.append({"finetune": name, "method": method, "w": w, "interval": list(interval) if interval
+                                 else None, "seed": rep, "n": cfg.samples, "samples": str(run_dir / "samples.npz")})
         return runs
 
     runs = stages.run("sampling", sample_all)
 
-    def score_all() -> None:
-        fid_ref = None
-        if cfg.fid:
-            from ..metrics.inception import InceptionExtractor
-
-            inception = InceptionExtractor(None, device="cpu")
-            fid_ref = inception_features(inception, ref, out / "fid-reference.npz", cfg.progress)
-        for r in tqdm(runs, desc="scoring", unit="set", disable=not cfg.progress):
-            images, labels = load_samples(r["samples"])
-            r.update(judge.domain_metrics(clf, images, labels, cfg.target_classes, ref_feats))
-            if fid_ref is not None:
-                r["fid"] = judge.frechet_from_features(inception_features(inception, images), fid_ref)
-
-    stages.run("evaluation", score_all)
+    scorer = stages.run("evaluation", lambda: score_all(cfg, out, runs, clf, ref))
+    floors = stages.run("real floors", lambda: score_floors(cfg, out, runs, scorer, ref))
     results = {"config": cfg.to_dict(), "source": source, "finetunes": finetunes, "classifier": clf_info,
                "reference": {"images": len(ref), "classes": cfg.target_classes, "split": "test"},
-               "runs": runs, "summary": summarize(runs), "stage_seconds": stages.seconds}
+               "runs": runs, "floors": floors, **assemble(cfg, runs, floors, finetunes),
+               "stage_seconds": stages.seconds, "stage_cpu_seconds": stages.cpu_seconds,
+               "torch_threads": torch.get_num_threads()}
     write_json(out / "results.json", results)
     stages.run("report", lambda: write_report(results, out))
     results["stage_seconds"]["total"] = round(time.perf_counter() - t_all, 2)
+    results["stage_cpu_seconds"]["total"] = round(time.process_time() - c_all, 2)
     write_json(out / "results.json", results)
     print(f"[demo] total: {results['stage_seconds']['total']:.1f} s; report: {out / 'report.md'}", flush=True)
     return results
-
-
-METRICS = ("fid", "fd_classifier", "in_domain", "class_match")
-
-
-def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std (over seed replicates) of each metric per (finetune, method, w)."""
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
-    for r in runs:
-        groups.setdefault((r["finetune"], r["method"], r["w"]), []).append(r)
-    rows = []
-    for (name, method, w), rs in groups.items():
-        row: dict[str, Any] = {"finetune": name, "method": method, "w": w, "replicates": len(rs)}
-        for m in METRICS:
-            vals = [r[m] for r in rs if m in r]
-            if vals:
-                row[m] = float(np.mean(vals))
-                row[f"{m}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-        rows.append(row)
-    return rows
