@@ -71,7 +71,7 @@ class GridConfig:
 
     num: int = 8  # samples per row (labels cycle over the target classes)
     seed: int = 0  # seeds are seed .. seed + num - 1
-    sampler: str = "ddim"
+    sampler: str = "auto"  # auto: ddim for eps (DiT) models, ode-heun for velocity (SiT) models
     steps: int = 25
     scale: float = 1.5
     methods: list[str] = field(default_factory=lambda: ["unguided", "cfg", "dog"])  # those possible are drawn
@@ -86,6 +86,7 @@ class TrainConfig:
     init: str = "base"  # base: start from the checkpoint `base`; scratch: a new DiT of size `model`
     base: str | None = None  # pre-trained checkpoint (official .pt, ours, diffusers) or a run directory
     base_which: str = "ema"  # weights of a training checkpoint used as base: ema | model
+    base_prediction: str = "auto"  # what the base predicts: auto (stored/inferred) | eps | velocity (raw SiT .pt)
     model: str = "T/2"  # scratch: size name ("XL/2", "S/2", "T/2", ...)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # scratch: e.g. {hidden_size: 32, depth: 1}
     learn_sigma: bool = True  # scratch only; a base keeps its own
@@ -143,6 +144,11 @@ class TrainConfig:
         need(self.mode in ("full", "lora"), f"mode must be 'full' or 'lora', got {self.mode!r}")
         need(not (self.mode == "lora" and self.init == "scratch"), "mode='lora' needs a pre-trained base (init='base')")
         need(self.base_which in ("ema", "model"), f"base_which must be 'ema' or 'model', got {self.base_which!r}")
+        need(self.base_prediction in ("auto", "eps", "velocity"),
+             f"base_prediction must be auto, eps or velocity, got {self.base_prediction!r}")
+        need(self.init == "base" or self.base_prediction == "auto",
+             f"base_prediction={self.base_prediction!r} applies to a base checkpoint, but init='scratch'; a new "
+             "model predicts velocity when named SiT-... (model=SiT-S/2) or with model_overrides.prediction")
         need(0.0 <= self.label_dropout < 1.0, f"label_dropout must be in [0, 1), got {self.label_dropout}")
         need(self.batch_size > 0 and self.steps > 0,
              f"batch_size and steps must be > 0, got {self.batch_size}, {self.steps}")

@@ -36,9 +36,17 @@ def _pair(models: Models, decode: Any = None) -> SamplingModels:
     return SamplingModels(ft, guide, decode)
 
 
+AUTO_SAMPLERS = {"eps": "ddim", "velocity": "ode-heun"}  # grid.sampler "auto", by the model's prediction
+
+
+def grid_sampler(sampler: str, prediction: str) -> str:
+    """The grid's sampler: ``"auto"`` is ddim for eps (DiT) models and ode-heun for velocity (SiT) models."""
+    return AUTO_SAMPLERS[prediction] if sampler == "auto" else sampler
+
+
 def check_grid_sampler(sampler: str, prediction: str) -> None:
     """Refuse, before training starts, a grid sampler that cannot integrate the model's predictions."""
-    spec = get_sampler(sampler)
+    spec = get_sampler(grid_sampler(sampler, prediction))
     if prediction not in spec.predictions:
         fitting = sorted(name for name, other in SAMPLERS.items() if prediction in other.predictions)
         raise ValueError(f"grid.sampler: {sampler!r} integrates {'/'.join(spec.predictions)} predictions but the model "
@@ -66,6 +74,7 @@ def draw_grid(models: Models, ema: EMA | None, grid: GridConfig, path: Path, dev
     ``decode`` maps model-space samples to images in [-1, 1] (a VAE's ``decode``; None for pixels).
     """
     cfg = models.config
+    sampler = grid_sampler(grid.sampler, cfg.prediction)
     methods = grid_methods(models, list(grid.methods))
     seeds = [grid.seed + i for i in range(grid.num)]
     labels = torch.tensor([i % cfg.num_classes for i in range(grid.num)], dtype=torch.long)
@@ -78,7 +87,7 @@ def draw_grid(models: Models, ema: EMA | None, grid: GridConfig, path: Path, dev
             pair = _pair(models, decode)
             for method in methods:  # the generation pipeline's settings and builder: same images as dog sample
                 settings = GenerationSettings(method=method, scale=grid.scale,
-                                              sampler=grid.sampler, steps=str(grid.steps), seeds=seeds,
+                                              sampler=sampler, steps=str(grid.steps), seeds=seeds,
                                               labels=labels.tolist())
                 rows.append(sample_images(settings, pair, device=device))  # (num, C, H, W) in [-1, 1]
     finally:
@@ -89,7 +98,7 @@ def draw_grid(models: Models, ema: EMA | None, grid: GridConfig, path: Path, dev
     upscale = grid.upscale or max(1, math.ceil(64 / images.shape[-1]))
     save_grid(images, path, nrow=grid.num, upscale=upscale)
     info = {"path": str(path), "rows": methods, "seeds": seeds, "labels": labels.tolist(), "scale": grid.scale,
-            "sampler": grid.sampler, "steps": grid.steps, "weights": "ema" if ema is not None else "raw", "step": step}
+            "sampler": sampler, "steps": grid.steps, "weights": "ema" if ema is not None else "raw", "step": step}
     write_json(Path(path).with_suffix(".json"), info)
     return make_grid(images, nrow=grid.num), info
 

@@ -71,7 +71,8 @@ def resolve_base(path: str | os.PathLike) -> Path:
 def load_base(cfg: TrainConfig) -> tuple[DiT, DiTConfig, Path, str]:
     """(pre-trained DiT in eval mode, its config, resolved path, sha256) from ``cfg.base``."""
     path = resolve_base(cfg.base)
-    loaded = load_model(path, which=cfg.base_which)
+    declared = {} if cfg.base_prediction == "auto" else {"prediction": cfg.base_prediction}  # raw SiT .pt: velocity
+    loaded = load_model(path, which=cfg.base_which, **declared)
     net, base_cfg = loaded.net, loaded.config
     if has_adapter(net) or not isinstance(net, DiT):
         raise ValueError(f"base {path} is a LoRA checkpoint; fine-tune from a full model (merge it first)")
