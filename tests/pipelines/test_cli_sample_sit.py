@@ -81,7 +81,19 @@ def test_raw_sit_weights_need_declared_velocity_for_a_flow_sampler(raw_sit, tiny
     code = _cli(raw_sit, tiny_vae_dir, tmp_path / "ddpm", "--prediction", "velocity")
     err = capsys.readouterr().err
     assert code == 2 and "--sampler ddpm integrates eps predictions" in err
-    assert "(declared by --prediction velocity): pass --sampler one of ode-dopri5, ode-euler, ode-heun, sde-euler" in err
+    assert ("(declared by --prediction velocity): pass --sampler one of ode-dopri5, ode-euler, ode-heun, "
+            "sde-euler") in err
+
+
+def test_a_raw_sit_guide_of_a_stored_sit_model_needs_the_declaration(raw_sit, tiny_vae_dir, tmp_path, capsys):
+    ft = load_model(raw_sit / "ft.pt", prediction="velocity")
+    save_model(tmp_path / "ft-ours", ft.net, ft.config)  # our format: its config says velocity
+    code = main(["sample", "--model", str(tmp_path / "ft-ours"), "--guide", str(raw_sit / "base.pt"), "--vae",
+                 str(tiny_vae_dir), "--sampler", "ode-euler", "--steps", "2", "--seeds", "0-1", "--device", "cpu",
+                 "--no-progress", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "predicts 'velocity' but --guide" in err and "is read as predicting 'eps'" in err, err
+    assert "pass --prediction velocity" in err and not (tmp_path / "out" / "settings.json").exists()
 
 
 @pytest.mark.parametrize("method, sampler", [("dog", "ode-heun"), ("cfg", "sde-euler")])

@@ -62,8 +62,14 @@ def as_option(fn: Callable[[], Any]) -> Any:
         raise
 
 
-def check_sampler_fits(args: argparse.Namespace, prediction: str) -> None:
-    """Refuse a --sampler that cannot integrate what the loaded model predicts, saying which flag fixes it."""
+def check_predictions(args: argparse.Namespace, prediction: str, guide_prediction: str | None) -> None:
+    """Refuse a --sampler that cannot integrate what the loaded model predicts, or a guide read as predicting
+    something else, saying which flag fixes it."""
+    if guide_prediction not in (None, prediction) and args.prediction == "auto":
+        raise ValueError(f"--model {args.model} predicts {prediction!r} but --guide {args.guide} is read as "
+                         f"predicting {guide_prediction!r} (a file without a config, such as the official raw "
+                         "SiT-XL-2-256x256.pt, cannot say what it predicts): if both are SiT (flow-matching) "
+                         "models pass --prediction velocity; a DiT cannot guide a SiT model")
     spec = SAMPLERS[args.sampler]
     if prediction in spec.predictions:
         return
@@ -145,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         models = load_models(args.model, args.guide, which=args.which, vae=args.vae, latent_scale=args.latent_scale,
                              device=dist.device, prediction=args.prediction)
-        check_sampler_fits(args, models.config.prediction)
+        guide_prediction = models.guide.prediction if models.guide is not None else None
+        check_predictions(args, models.config.prediction, guide_prediction)
         labels = as_option(lambda: parse_labels(args.labels, len(args.seeds), models.config.num_classes))
         settings = GenerationSettings.from_dict({**probe.to_dict(), "labels": labels})
         record = generate(settings, models, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
