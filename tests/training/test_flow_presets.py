@@ -34,7 +34,8 @@ def test_sit_published_preset_is_the_dit_recipe_on_a_velocity_base():
     pub = resolve_config("sit-xl2-imagenet-published", sets=FINETUNE_SETS)
     assert (pub.init, pub.mode, pub.base_which, pub.base_prediction) == ("base", "full", "ema", "velocity")
     assert (pub.lr, pub.weight_decay, pub.batch_size, pub.steps, pub.label_dropout) == (1e-4, 0.0, 32, 24000, 0.1)
-    assert (pub.ema.decay, pub.ema.warmup, pub.grad_clip, pub.precision, pub.tf32) == (0.9999, "none", None, "fp32", True)
+    assert (pub.ema.decay, pub.ema.warmup, pub.grad_clip, pub.precision, pub.tf32) == (
+        0.9999, "none", None, "fp32", True)
     assert (pub.data.resolution, pub.data.channels, pub.data.random_flip, pub.data.latent_cache) == (256, 3, True, True)
     assert pub.vae == "stabilityai/sd-vae-ft-ema" and pub.adam_betas == [0.9, 0.999]
     assert (pub.sample_every, pub.ckpt_every, pub.keep_last, pub.log_every) == (2000, 1000, 3, 100)
@@ -48,7 +49,8 @@ def test_sit_published_preset_is_the_dit_recipe_on_a_velocity_base():
 def test_sit_lora_preset_is_the_dit_lora_recipe_on_a_velocity_base():
     lora = resolve_config("sit-xl2-imagenet-lora", sets=FINETUNE_SETS)
     assert (lora.mode, lora.lora.rank, lora.lora.alpha, lora.base_prediction) == ("lora", 32, None, "velocity")
-    assert (lora.lr, lora.batch_size, lora.steps, lora.ema.decay, lora.ema.warmup) == (1e-4, 32, 24000, 0.9999, "linear")
+    assert (lora.lr, lora.batch_size, lora.steps, lora.ema.decay, lora.ema.warmup) == (
+        1e-4, 32, 24000, 0.9999, "linear")
     assert (lora.precision, lora.grid.sampler, lora.grid.steps) == ("auto", "sde-euler", 50)
     assert _differences("dit-xl2-imagenet-lora", "sit-xl2-imagenet-lora") == {
         "base_prediction": ("auto", "velocity"), "grid.sampler": ("ddpm", "sde-euler"),
@@ -77,7 +79,8 @@ def test_cpu_tiny_flow_trains_a_velocity_model_with_ode_heun_grids(tmp_path):
 def test_base_prediction_values_are_checked():
     with pytest.raises(ValueError, match="base_prediction must be auto, eps or velocity, got 'flow'"):
         resolve_config(None, sets=FINETUNE_SETS + ["base_prediction=flow"])
-    with pytest.raises(ValueError, match=r"base_prediction='velocity' applies to a base checkpoint, but init='scratch'"):
+    with pytest.raises(ValueError, match=r"base_prediction='velocity' applies to a base checkpoint, but "
+                                         r"init='scratch'"):
         resolve_config("cpu-tiny", sets=["base_prediction=velocity"])
 
 
