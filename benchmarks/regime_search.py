@@ -235,7 +235,7 @@ def run_candidate(name: str, args: argparse.Namespace, scorer: Scorer, floor: li
         for w in args.w:
             groups[f"cfg-w{w:g}"] = stats(sample_group("cfg", w))
     result = {"name": name, "demo_config": {"finetune_steps": steps, "images_per_class": ipc, "finetune_batch": batch,
-                                            "train_extra": [f"lr={lr:g}"]},
+                                            "train_overrides": {"lr": lr}},
               "lr": lr, "checkpoint": str(ckpt), "n_per_replicate": args.n, "replicates": args.replicates,
               "sampler": "ddim", "steps": 25, "w": args.w, "screened_out": screened, "groups": groups,
               "criteria": criteria(groups, ceiling, args.min_class_match), "seconds": timing,

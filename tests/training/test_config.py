@@ -61,3 +61,16 @@ def test_cli_help_and_print_config(capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["steps"] == 3 and printed["init"] == "scratch"
     assert main(["pretrain", "--preset", "animal-target", "--print-config"]) == 2  # a fine-tune preset
+
+
+def test_resume_accepts_a_field_added_after_the_checkpoint_at_its_default():
+    from domain_guidance.pipelines.training.config import TrainConfig, resolve_config
+    from domain_guidance.pipelines.training.state import resume_differences
+
+    current = resolve_config("cpu-tiny").to_dict()
+    saved = {k: v for k, v in current.items() if k != "base_prediction"}  # written before the field existed
+    assert resume_differences(saved, current, TrainConfig().to_dict()) == []
+    changed = {**current, "base_prediction": "velocity"}
+    assert resume_differences(saved, changed, TrainConfig().to_dict()) == [
+        "base_prediction: checkpoint 'auto', now 'velocity'"]
+    assert resume_differences(saved, current) == ["base_prediction: checkpoint None, now 'auto'"]  # no defaults given

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-steps", type=int, default=_Q.pretrain_steps,
                    help="steps of the --pretrain pre-training")
     p.add_argument("--finetune-steps", type=int, default=None, help=f"[default: {_Q.finetune_steps}]")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help=f"fine-tune learning rate [default: {_Q.finetune_lr:g}; the search behind it: "
+                        "docs/regime-search.md]")
     p.add_argument("--images-per-class", type=int, default=None, help=f"target images per class "
                                                                       f"[default: {_Q.images_per_class}]")
     p.add_argument("--samples", type=int, default=None, help=f"samples per setting [default: {_Q.samples}]")
@@ -81,7 +84,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     if args.source is not None:
         cfg.source = args.source
     cfg.pretrain, cfg.pretrain_steps = args.pretrain, args.pretrain_steps
-    for name in ("out", "finetune_steps", "images_per_class", "samples", "w", "seeds", "steps", "sampler",
+    for name in ("out", "finetune_steps", "finetune_lr", "images_per_class", "samples", "w", "seeds", "steps", "sampler",
                  "reference_images", "dog_interval"):
         value = getattr(args, name)
         if value is not None:

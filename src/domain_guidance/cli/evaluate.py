@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=16, help="sampling batch")
     s.add_argument("--vae", default=None, help="VAE for latent models")
     _extractor_args(s)
-    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--out", required=True, help="output directory (a rerun resumes and keeps earlier rows)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace samples and rows in --out made with other settings (default: refuse)")
     s.set_defaults(func=run_sweep)
 
 
@@ -122,7 +124,7 @@ def run_sweep(args: argparse.Namespace) -> int:
                       inception_weights=args.inception_weights, dinov2_model=args.dinov2, fd_method=args.fd_method)
     dist = init_distributed(args.device)
     try:
-        rows = sweep(cfg, args.out, dist)
+        rows = sweep(cfg, args.out, dist, overwrite=args.overwrite)
     finally:
         shutdown(dist)
     if dist.is_main:

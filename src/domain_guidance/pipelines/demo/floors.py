@@ -9,7 +9,6 @@ different replicates are disjoint, so the floor has a spread like the samples do
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,10 +25,15 @@ def _hashes(images: np.ndarray) -> np.ndarray:
     return np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images])
 
 
+def target_data_overrides(cfg: DemoConfig) -> dict[str, Any]:
+    """The fine-tune's data selection: the target classes, ``images_per_class`` images each."""
+    return {"classes": list(cfg.target_classes), "images_per_class": cfg.images_per_class}
+
+
 def target_data(cfg: DemoConfig, resolution: int) -> tuple[Any, Any]:
     """(fine-tuning images, their whole split): the data the demo's fine-tune trains on, as it selects it."""
-    sets = [f"data.classes={json.dumps(cfg.target_classes)}", f"data.images_per_class={cfg.images_per_class}"]
-    d = resolve_config(cfg.target_preset, sets=sets + list(cfg.train_extra)).data
+    overrides = {**cfg.train_overrides, "data": {**cfg.train_overrides.get("data", {}), **target_data_overrides(cfg)}}
+    d = resolve_config(cfg.target_preset, overrides=overrides).data
     kw = dict(resolution=resolution, channels=1, classes=d.classes, split=d.split, test_fraction=d.test_fraction,
               split_seed=d.split_seed)
     return (load_dataset(d.dataset, images_per_class=d.images_per_class, seed=d.subset_seed, **kw),

@@ -225,7 +225,8 @@ def _protocol(results: dict[str, Any]) -> list[str]:
         + (f", pre-trained here for {results['source']['steps']} steps" if results["source"]["trained_now"] else "")
         + ").",
         f"- Target domain: classes {cfg['target_classes']}, {cfg['images_per_class']} training images per class; "
-        f"full fine-tune for {cfg['finetune_steps']} steps (batch {cfg['finetune_batch']}).",
+        f"full fine-tune for {cfg['finetune_steps']} steps (batch {cfg['finetune_batch']}, lr "
+        f"{cfg['finetune_lr'] if cfg.get('finetune_lr') is not None else 'of the preset'}).",
         f"- Sampling: {cfg['sampler'].upper()} with {cfg['steps']} steps, N = {cfg['samples']} samples per setting "
         f"(class-balanced), w in {cfg['w']}"
         + (f", DoG also guided only for DDPM timesteps t in [{interval[0]:g}, {interval[1]:g}] (the high-noise "

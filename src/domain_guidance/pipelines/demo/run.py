@@ -4,7 +4,6 @@ Every stage is cached under ``config.out`` (a rerun resumes), timed, and shown w
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,15 +19,19 @@ from ..training import find_latest, resolve_config, train
 from . import analysis
 from . import classifier as judge
 from .config import DemoConfig
-from .floors import floor_sets, save_real
+from .floors import floor_sets, save_real, target_data_overrides
 from .report import write_report
 from .scoring import Scorer, inception_features
 
 RESOLUTION = 16
 
 
-def _sets(**kv: Any) -> list[str]:
-    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in kv.items()]
+def _merge(base: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the nested dict ``more`` laid over it (sub-dicts merged, not replaced)."""
+    out = dict(base)
+    for k, v in more.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 class _Stages:
@@ -82,10 +85,10 @@ def ensure_source(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     extra = {"model": cfg.model} if cfg.model else {}
     if cfg.model_overrides:
         extra["model_overrides"] = cfg.model_overrides
-    tc = resolve_config(cfg.source_preset, sets=_sets(
+    tc = resolve_config(cfg.source_preset, overrides=_merge(dict(
         out=str(out / "source"), steps=cfg.pretrain_steps, sample_every=0, tensorboard=False,
         progress=cfg.progress, ckpt_every=min(1000, cfg.pretrain_steps), log_every=min(50, cfg.pretrain_steps),
-        device="cpu" if not torch.cuda.is_available() else "auto", **extra) + cfg.train_extra)
+        device="cpu" if not torch.cuda.is_available() else "auto", **extra), cfg.train_overrides))
     result = train(tc, resume=True)
     return {"checkpoint": str(result.checkpoint), "trained_now": True, "origin": cfg.source_preset,
             "steps": result.step, "last_loss": result.last_loss}
@@ -93,11 +96,12 @@ def ensure_source(cfg: DemoConfig, out: Path) -> dict[str, Any]:
 
 def finetune(cfg: DemoConfig, base: str, out: Path, label_dropout: float) -> dict[str, Any]:
     """Full fine-tune of ``base`` on the target classes (``images_per_class`` each); resumable."""
-    tc = resolve_config(cfg.target_preset, sets=_sets(
+    tc = resolve_config(cfg.target_preset, overrides=_merge(dict(
         base=base, out=str(out / f"finetune-ld{label_dropout:g}"), steps=cfg.finetune_steps,
         batch_size=cfg.finetune_batch, label_dropout=label_dropout, sample_every=0, tensorboard=False,
         progress=cfg.progress, ckpt_every=cfg.finetune_steps, log_every=min(50, cfg.finetune_steps),
-        **{"data.classes": cfg.target_classes, "data.images_per_class": cfg.images_per_class}) + cfg.train_extra)
+        data=target_data_overrides(cfg), **({"lr": cfg.finetune_lr} if cfg.finetune_lr is not None else {})),
+        cfg.train_overrides))
     result = train(tc, resume=True)
     return {"checkpoint": str(result.checkpoint), "label_dropout": label_dropout, "steps": result.step,
             "last_loss": result.last_loss}

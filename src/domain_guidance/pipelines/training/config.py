@@ -1,6 +1,8 @@
 """Training configuration: dataclasses with defaults, named presets, TOML/YAML files, ``--set`` overrides.
 
-Resolution order (later wins): dataclass defaults < preset < config file < ``--set key=value``.
+Resolution order (later wins): dataclass defaults < preset < config file < typed overrides (code) <
+``--set key=value``. The dataclasses share the one config idiom (``io.config_files.ConfigMixin``);
+unlike the other configs a TrainConfig is built in layers, so it is validated once resolved.
 A config file may name its own ``preset``. Nested sections are addressed with dots
 (``--set data.dataset=digits``, ``--set lora.rank=8``, ``--set ema.warmup=linear``).
 The resolved config is saved as ``config.json`` in the run directory.
@@ -13,15 +15,15 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ...core.models.adapters import DEFAULT_LORA_TARGETS
+from ...io.config_files import ConfigMixin, read_config_file
 from .presets import PRESETS
 
 
 @dataclass
-class DataConfig:
+class DataConfig(ConfigMixin):
     """What to train on: a built-in name (``digits``, ``animal-mnist``) or an image folder."""
 
     dataset: str | None = None  # required: a built-in name or a folder path
@@ -42,7 +44,7 @@ class DataConfig:
 
 
 @dataclass
-class LoraSettings:
+class LoraSettings(ConfigMixin):
     """LoRA mode: rank/alpha of peft's LoRA on the DiT block linears (+ a separate target label table)."""
 
     rank: int = 32
@@ -52,7 +54,7 @@ class LoraSettings:
 
 
 @dataclass
-class EmaConfig:
+class EmaConfig(ConfigMixin):
     """EMA of the trained weights; ``warmup`` (k-diffusion / EDM2 style) shortens the memory early on.
 
     none: decay; linear: min(decay, (1 + step) / (10 + step));
@@ -66,7 +68,7 @@ class EmaConfig:
 
 
 @dataclass
-class GridConfig:
+class GridConfig(ConfigMixin):
     """Fixed-seed sample grid every ``sample_every`` steps: one row per method, same seeds."""
 
     num: int = 8  # samples per row (labels cycle over the target classes)
@@ -79,7 +81,7 @@ class GridConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     """One training run: fine-tuning from ``base`` (``init="base"``) or pre-training (``init="scratch"``)."""
 
     preset: str | None = None
@@ -120,16 +122,11 @@ class TrainConfig:
     debug_nan_at_step: int | None = None  # testing hook: the loss of this step becomes NaN
     debug_kill_at_step: int | None = None  # testing hook: SIGKILL this process after this step's update
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "dict") -> "TrainConfig":  # type: ignore[override]
+        """Defaults overridden by a nested dict (each key checked and coerced); validate once resolved."""
         cfg = cls()
-        apply_overrides(cfg, d, source="dict")
+        apply_overrides(cfg, d, source=source)
         return cfg
 
     def validate(self) -> "TrainConfig":
@@ -270,52 +267,13 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str, prefix: st
             set_key(cfg, f"{prefix}{key}", value, source=source)
 
 
-def _toml_module(path: Path):
-    """``tomllib`` (Python 3.11+) or the ``tomli`` package (3.10), imported only when a TOML file is read."""
-    try:
-        import tomllib
-
-        return tomllib
-    except ModuleNotFoundError:
-        try:
-            import tomli
-
-            return tomli
-        except ModuleNotFoundError:
-            raise ValueError(f"config file {path}: reading TOML needs Python 3.11+ or the 'tomli' package "
-                             "(pip install tomli), or use a YAML/JSON config") from None
-
-
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file into a nested dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        toml = _toml_module(path)
-        try:
-            data = toml.loads(text)
-        except toml.TOMLDecodeError as e:
-            raise ValueError(f"config file {path}: not valid TOML: {e}") from None
-    elif suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    elif suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise ValueError(f"config file {path}: unknown extension {suffix!r}; expected .toml, .yaml, .yml or .json")
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
 def resolve_config(preset: str | None = None, config_file: str | os.PathLike | None = None,
                    sets: list[str] | None = None, *, shortcuts: list[tuple[str, str]] | None = None,
-                   **defaults: Any) -> TrainConfig:
-    """defaults < ``defaults`` kwargs < preset < config file < ``shortcuts`` < ``sets`` ("key=value"); validated.
+                   overrides: dict[str, Any] | None = None, **defaults: Any) -> TrainConfig:
+    """defaults < ``defaults`` kwargs < preset < config file < ``overrides`` < ``shortcuts`` < ``sets``; validated.
+
+    ``overrides`` is a nested dict of typed values (``{"steps": 500, "data": {"classes": [6, 7]}}``),
+    what code passes (the demo, the regime search); ``sets`` are the command line's "key=value" strings.
 
     ``shortcuts`` are ``(flag, "key=value")`` pairs from command-line shortcut flags (``--base``, ``--data``...),
     applied like ``--set`` items but named by their flag in errors. A base given explicitly (config file,
@@ -337,6 +295,9 @@ def resolve_config(preset: str | None = None, config_file: str | os.PathLike | N
         apply_overrides(cfg, {k: v for k, v in file_data.items() if k != "preset"}, source=str(config_file))
         explicit.update({k: (getattr(cfg, k), f"config file {config_file}")
                          for k in ("init", "base") if k in file_data})
+    if overrides:
+        apply_overrides(cfg, overrides, source="overrides")
+        explicit.update({k: (getattr(cfg, k), "overrides") for k in ("init", "base") if k in overrides})
     items = [(flag, item) for flag, item in shortcuts or []] + [(f"--set {item}", item) for item in sets or []]
     for where, item in items:
         if "=" not in item:

@@ -123,7 +123,7 @@ class _Trainer:
             self._restore(state)
 
     def _check_config(self, state: dict[str, Any]) -> None:
-        diffs = resume_differences(state["config"], self.cfg.to_dict())
+        diffs = resume_differences(state["config"], self.cfg.to_dict(), type(self.cfg)().to_dict())
         if diffs:
             raise ValueError(f"cannot resume {self.resume_from}: the config changed in ways that alter training: "
                              + "; ".join(diffs))

@@ -198,9 +198,14 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Config keys whose change would make a resumed run differ from an uninterrupted one."""
-    a, b = _flatten(saved), _flatten(current)
+def resume_differences(saved: dict[str, Any], current: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+    """Config keys whose change would make a resumed run differ from an uninterrupted one.
+
+    A key missing from ``saved`` (a field added after the checkpoint was written) counts as its
+    value in ``defaults``, so a newer version resumes an older run whose settings it did not know.
+    """
+    a, b = {**_flatten(defaults or {}), **_flatten(saved)}, _flatten(current)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if any(k == f or (f.endswith(".") and k.startswith(f)) for f in RESUME_FREE):
