@@ -18,8 +18,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ...io.data import load_builtin
-from ..metrics.frechet import frechet_distance_from_features
-from ..metrics.kid import kid
+from ..metrics import frechet_distance_from_features, kid
 
 NUM_CLASSES = 10
 FEATURE_DIM = 128

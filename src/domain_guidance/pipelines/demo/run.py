@@ -145,7 +145,7 @@ def score_all(cfg: DemoConfig, out: Path, runs: list[dict[str, Any]], clf: judge
     """Score every sample set in place (judge metrics; FID and KID unless ``cfg.fid`` is off); returns the scorer."""
     inception = ref_inception = None
     if cfg.fid:
-        from ..metrics.inception import InceptionExtractor
+        from ..metrics import InceptionExtractor
 
         inception = InceptionExtractor(None, device="cpu")
         ref_inception = inception_features(inception, ref, out / "fid-reference.npz", cfg.progress)
@@ -211,7 +211,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                     if models.unavailable(method) is not None:
                         continue  # e.g. no CFG for a fine-tune without label dropout
                     settings = GenerationSettings(method=method, scale=w, interval=interval, sampler=cfg.sampler,
-                                                  steps=str(cfg.steps), clip_denoised=True, seeds=seeds, labels=labels)
+                                                  steps=str(cfg.steps), seeds=seeds, labels=labels)
                     # the folder carries the settings key: a new model, sampler or step count gets new folders
                     tag = f"{method}-w{w:g}" + (f"-i{interval[0]:g}-{interval[1]:g}" if interval else "")
                     run_dir = out / "samples" / name / f"{tag}-{settings_key(settings, models)[:10]}" / f"seed{rep}"

@@ -14,8 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...io.atomic import atomic_path
-from ..metrics.frechet import frechet_distance_from_features
-from ..metrics.kid import kid
+from ..metrics import frechet_distance_from_features, kid
 from . import classifier as judge
 
 
@@ -27,7 +26,7 @@ def image_sha(images: np.ndarray) -> str:
 def inception_features(extractor: Any, images: np.ndarray, cache: Path | None = None,
                        progress: bool = False) -> np.ndarray:
     """(N, 2048) FID-Inception pool3 features of uint8 NHWC images; cached in ``cache`` if given."""
-    from ..metrics.stats import compute_stats
+    from ..metrics import compute_stats
 
     sha = image_sha(images)
     if cache is not None and cache.is_file():
