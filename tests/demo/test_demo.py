@@ -269,7 +269,7 @@ def test_verdict_states_only_resolved_differences() -> None:
     summary = analysis.summarize(runs)
     lines = verdict(summary, analysis.comparisons(summary, "ld0.1"), "ld0.1", [2.0])
     # FID 12.2 vs 10.2 (stds 0.2): resolved, CFG better; in-domain 0.95 vs 0.90 (stds 0.1): not resolved
-    assert lines == ["- w=2: CFG beats DoG (w=2) on fid (resolved: 12.20 ± 0.20 vs 10.20 ± 0.20).",
+    assert lines == ["- w=2: CFG beats DoG (w=2) on fid (resolved: CFG 10.20 ± 0.20 vs DoG (w=2) 12.20 ± 0.20).",
                      "- w=2: no resolved difference between DoG (w=2) and CFG on in_domain."]
     assert rel_change(12.0, 10.0) == "+20.0%" and rel_change(1.0, 0.0) == "n/a"
 

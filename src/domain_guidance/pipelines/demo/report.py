@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...io.atomic import atomic_path
@@ -120,8 +121,10 @@ def verdict(summary: list[dict], cells: list[dict], ft: str, ws: list[float]) ->
                 if not c["resolved"]:
                     unresolved.append(m)
                     continue
-                winner, loser = (name, "CFG") if c["better"] == "a" else ("CFG", name)
-                lines.append(f"- w={w:g}: {winner} beats {loser} on {m} (resolved: {fmt(dog, m)} vs {fmt(cfg, m)}).")
+                (winner, won), (loser, lost) = ((name, dog), ("CFG", cfg)) if c["better"] == "a" else \
+                    (("CFG", cfg), (name, dog))
+                lines.append(f"- w={w:g}: {winner} beats {loser} on {m} (resolved: {winner} {fmt(won, m)} vs "
+                             f"{loser} {fmt(lost, m)}).")
             if unresolved:
                 lines.append(f"- w={w:g}: no resolved difference between {name} and CFG on {', '.join(unresolved)}.")
     return lines
@@ -198,7 +201,12 @@ def grids(results: dict[str, Any], ft: str, out: Path, per_row: int = 16) -> Pat
     rep = results["config"]["seeds"][0]
     rows = []
     for r in results.get("floors", [])[:1]:
-        images, _ = load_real(r["images"])
+        images, labels = load_real(r["images"])
+        if labels is not None:  # column i shows a real image of the class the samples in column i ask for (i mod K)
+            k = int(labels.max()) + 1
+            pools = {c: list(np.flatnonzero(labels == c)) for c in range(k)}
+            order = [pools[i % k].pop(0) for i in range(per_row) if pools[i % k]]
+            images = images[order]
         rows.append(torch.from_numpy(images[:per_row]).permute(0, 3, 1, 2))  # (n, C, H, W)
     for r in results["runs"]:
         if r["finetune"] == ft and r["seed"] == rep:
