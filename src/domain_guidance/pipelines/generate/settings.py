@@ -89,6 +89,7 @@ class GenerationSettings(ConfigMixin):
         clip = (not latent) if self.clip_denoised is None else bool(self.clip_denoised)
         return dataclasses.replace(self, clip_denoised=clip)
 
+
 # keywords every sampler takes from the settings' own fields or the pipeline, not from ``options``
 _COMMON = {"steps", "step_noise", "callback", "clip_denoised", "progress", "diffusion", "eta"}
 
