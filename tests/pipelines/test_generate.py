@@ -216,12 +216,16 @@ def test_settings_refuse_bad_values(kw, message):
         _settings(**kw)
 
 
-def test_velocity_model_is_refused_by_the_eps_samplers(nets):
+def test_velocity_model_is_refused_by_the_eps_samplers(nets, tmp_path):
     ft, pre = nets
     sit = tiny_dit(num_classes=3, seed=2, in_channels=1, latent=False, prediction="velocity")
     models = Models(Denoiser(sit, sit.config))
     with pytest.raises(ValueError, match="integrates eps predictions, but the model predicts 'velocity'"):
         sample_images(_settings(method="unguided", n=2), models)
+    out = tmp_path / "sit"
+    with pytest.raises(ValueError, match="integrates eps predictions"):
+        generate(_settings(method="unguided", n=2), models, out, progress=False)
+    assert not out.exists()  # refused before anything was written: a corrected rerun is not blocked
 
 
 def test_sampler_options_are_checked_keyed_and_reach_the_sampler(nets):

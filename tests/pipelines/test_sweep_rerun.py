@@ -73,3 +73,27 @@ def test_merge_rows_replaces_the_same_method_and_w():
 @pytest.fixture(autouse=True)
 def _fake_reference(checkpoints):
     np.savez(checkpoints / "ref-fake.npz", arr_0=np.zeros((3, 8, 8, 1), dtype=np.uint8))
+
+
+def test_sweep_raw_sit_weights_with_a_flow_sampler(tmp_path, monkeypatch, tiny_vae_dir):
+    """`dog sweep --prediction velocity --sampler ode-heun` on SiT weights in the official raw layout."""
+    import torch
+
+    from domain_guidance.core.models import DiT, dit_config
+    from domain_guidance.io.checkpoints import retarget
+
+    monkeypatch.setattr(sweep_module, "evaluate", _fake_evaluate)
+    cfg = dit_config("SiT-T/2", input_size=8, num_classes=10)  # 8x8x4 latents, as a raw file is read
+    torch.manual_seed(3)
+    base = DiT(cfg).eval()
+    ft, _ = retarget(base, cfg, num_classes=3, seed=5)
+    torch.save(base.state_dict(), tmp_path / "base.pt")
+    torch.save(ft.state_dict(), tmp_path / "ft.pt")
+    np.savez(tmp_path / "ref.npz", arr_0=np.zeros((3, 16, 16, 3), dtype=np.uint8))
+    args = ["sweep", "--model", str(tmp_path / "ft.pt"), "--guide", str(tmp_path / "base.pt"), "--reference",
+            str(tmp_path / "ref.npz"), "--methods", "dog", "--scales", "2", "--seeds", "0-2", "--steps", "3",
+            "--sampler", "ode-heun", "--vae", str(tiny_vae_dir), "--device", "cpu", "--out", str(tmp_path / "out")]
+    assert main(args) == 2  # read as eps (a raw file cannot say), the flow sampler refuses it
+    assert main(args + ["--prediction", "velocity"]) == 0
+    record = json.loads((tmp_path / "out" / "dog-w2" / "settings.json").read_text())
+    assert record["settings"]["sampler"] == "ode-heun" and record["models"]["model"]["config"]["prediction"] == "velocity"

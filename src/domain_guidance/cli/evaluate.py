@@ -19,6 +19,12 @@ def _extractor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
 
 
+def _sampler_names() -> list[str]:
+    from ..core.sampling import SAMPLERS
+
+    return sorted(SAMPLERS)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="FID / FD_DINOv2 / PRDC / KID of a sample set against a reference",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -44,8 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--methods", default="unguided,cfg,dog", help="comma separated methods")
     s.add_argument("--scales", default="1.5,2,3", help="comma separated guidance weights")
     s.add_argument("--seeds", default="0-999", help="per-sample seeds")
-    s.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"], help="sampler")
-    s.add_argument("--steps", default="50", help="respacing")
+    s.add_argument("--sampler", default="ddpm", choices=_sampler_names(), help="sampler (dog sample --help says each)")
+    s.add_argument("--steps", default="50", help="respacing (ddpm/ddim) or steps (flow samplers)")
+    s.add_argument("--prediction", choices=["auto", "eps", "velocity"], default="auto",
+                   help="what --model and --guide predict; velocity for raw SiT weights (auto: stored or inferred)")
     s.add_argument("--batch-size", type=int, default=16, help="sampling batch")
     s.add_argument("--vae", default=None, help="VAE for latent models")
     _extractor_args(s)
@@ -120,7 +128,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     cfg = SweepConfig(model=args.model, guide=args.guide, reference=args.reference,
                       methods=args.methods.split(","), scales=[float(w) for w in args.scales.split(",")],
                       metrics=args.metrics.split(","), seeds=parse_seeds(args.seeds), sampler=args.sampler,
-                      steps=args.steps, batch_size=args.batch_size, vae=args.vae,
+                      steps=args.steps, batch_size=args.batch_size, vae=args.vae, prediction=args.prediction,
                       inception_weights=args.inception_weights, dinov2_model=args.dinov2, fd_method=args.fd_method)
     dist = init_distributed(args.device)
     try:

@@ -29,6 +29,7 @@ class SweepConfig(ConfigMixin):
     steps: str = "50"
     batch_size: int = 16
     vae: str | None = None
+    prediction: str = "auto"  # what model and guide predict: auto (stored / inferred), eps, velocity (raw SiT)
     inception_weights: str | None = None
     dinov2_model: str = "facebook/dinov2-large"
     fd_method: str = "sqrtm"
@@ -93,7 +94,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, dist: DistInfo = DistInfo(), pr
     """
     out = Path(out)
     previous = _previous_rows(out, cfg, overwrite) if dist.is_main else []
-    models = load_models(cfg.model, cfg.guide, vae=cfg.vae, device=dist.device)
+    models = load_models(cfg.model, cfg.guide, vae=cfg.vae, device=dist.device, prediction=cfg.prediction)
     labels = parse_labels(None, len(cfg.seeds), models.config.num_classes)
     rows: list[dict[str, Any]] = []
     for method, w in _runs(cfg):

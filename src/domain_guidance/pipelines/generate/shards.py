@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ...core.sampling import check_prediction, get_sampler
 from ...io.atomic import write_json
 from ...io.distributed import DistInfo, barrier
 from ...io.images import save_grid, save_npz, save_png, to_uint8
@@ -133,6 +134,7 @@ def generate(settings: GenerationSettings, models: Models, out: str | Path, *, b
     if bad:
         raise ValueError(f"labels: {bad[0]} is out of range; the model has classes 0..{models.config.num_classes - 1}")
     denoiser = build_denoiser(settings, models)  # refuses an impossible method before anything is written
+    check_prediction(get_sampler(settings.sampler), denoiser)  # and a model the sampler cannot integrate
     key, identity = settings_key(settings, models), _identity_record(settings, models)
     if not overwrite:
         _check_folder(out, key, identity, settings)
