@@ -6,7 +6,6 @@ KID in the CNN's penultimate features against held-out target images.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from ...io.atomic import atomic_path, write_json
 from ...io.data import load_builtin
 from ..metrics import frechet_distance_from_features, kid
 
@@ -74,7 +74,7 @@ def train_classifier(out: str | Path, resolution: int = 16, epochs: float = 4.0,
     settings = {"resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed}
     model = SmallCNN()
     if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain dicts only
         if saved.get("settings") == settings:
             model.load_state_dict(saved["state_dict"])
             return model.eval(), saved["info"]
@@ -98,11 +98,9 @@ def train_classifier(out: str | Path, resolution: int = 16, epochs: float = 4.0,
     with torch.no_grad():
         acc = float((predict(model, xt).argmax(1) == yt).float().mean())
     info = {"test_accuracy": acc, "train_images": len(x), "test_images": len(xt), "steps": steps}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "settings": settings, "info": info}, tmp)
-    tmp.replace(path)
-    (Path(out) / "classifier.json").write_text(json.dumps({**settings, **info}, indent=2) + "\n")
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "settings": settings, "info": info}, tmp)
+    write_json(Path(out) / "classifier.json", {**settings, **info})
     return model, info
 
 

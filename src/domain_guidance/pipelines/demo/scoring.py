@@ -29,16 +29,19 @@ def inception_features(extractor: Any, images: np.ndarray, cache: Path | None = 
     from ..metrics import compute_stats
 
     sha = image_sha(images)
+    # the extractor decides the features too: its weights and its path (folded fast path or reference)
+    extractor_id = f"{getattr(extractor, 'weights_sha256', type(extractor).__name__)}/fast={getattr(extractor, 'fast', None)}"
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
-            if z["n"] == len(images) and z["sha"] == sha:
+            if (z["n"] == len(images) and z["sha"] == sha and "extractor" in z
+                    and str(z["extractor"]) == extractor_id):
                 return z["features"]
     with warnings.catch_warnings():  # N < 2048 is expected here: FID is compared at equal N only
         warnings.filterwarnings("ignore", message="only .* images for", category=RuntimeWarning)
         feats = compute_stats(images, extractor, 50, keep_features=True, progress=progress).features
     if cache is not None:
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, features=feats, n=len(images), sha=sha)
+            np.savez(fh, features=feats, n=len(images), sha=sha, extractor=extractor_id)
     return feats
 
 
