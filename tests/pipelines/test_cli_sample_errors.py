@@ -35,6 +35,11 @@ def test_bad_option_is_one_line_naming_it(checkpoints, tmp_path, capsys, extra, 
     assert not (tmp_path / "out" / "settings.json").exists()  # refused before anything was written
 
 
+def test_vae_options_on_a_pixel_model_are_refused(checkpoints, tmp_path, capsys):
+    assert _sample(checkpoints, tmp_path / "out", "--latent-scale", "0.5") == 2
+    assert "apply to latent models" in capsys.readouterr().err
+
+
 def test_out_under_a_file_is_refused(checkpoints, tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert _sample(checkpoints, tmp_path / "f" / "x") == 2

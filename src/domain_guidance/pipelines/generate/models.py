@@ -146,6 +146,9 @@ def load_models(model: str, guide: str | None = None, *, which: str = "ema", vae
         identity["guide"] = {"sha256": weights_sha256(g.path), "which": g.which, "config": g.config.to_dict()}
         sources.update(guide=str(guide), guide_path=str(g.path))
     decode = None
+    if not ft.config.latent and (vae is not None or latent_scale is not None):
+        raise ValueError(f"--vae / --latent-scale apply to latent models; {model} works in pixels, so they would "
+                         "do nothing: drop them")
     if decoder and ft.config.latent:
         from ...io.vae import VAE  # diffusers is heavy: import only for latent models
 
