@@ -102,6 +102,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], source: str = "state dict", **o
     null_class = overrides.get("null_class", True)  # DiT: the last row is the null label when present
     fields["num_classes"] = rows - int(null_class)
     fields["class_dropout_prob"] = 0.1 if null_class else 0.0
+    fields["w_embed"] = "w_embedder.mlp.0.weight" in sd  # a single-pass model with w as an input
     fields.update(overrides)
     try:
         return DiTConfig(**fields)

@@ -40,6 +40,7 @@ class DiTConfig:
     latent: bool = True  # True: inputs are VAE latents; False: pixels in [-1, 1]
     vae: str | None = "stabilityai/sd-vae-ft-ema"  # VAE id or local path for latent models
     latent_scale: float = 0.18215
+    w_embed: bool = False  # guidance weight w as an extra input (single-pass / DogFit); absent when off
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,6 +88,8 @@ class DiTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if not d["w_embed"]:  # off: the record (and every hash of it) of an ordinary model is unchanged
+            del d["w_embed"]
         if isinstance(d["input_size"], tuple):
             d["input_size"] = list(d["input_size"])
         return d

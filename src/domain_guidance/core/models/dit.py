@@ -73,6 +73,27 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(labels)
 
 
+class WEmbedder(nn.Module):
+    """Guidance weight w (N,) -> (N, D), added to the conditioning like the timestep (single-pass / DogFit).
+
+    The input is ``w - 1`` and the output layer starts at zero, so a fresh embedder changes nothing.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(1, hidden_size, bias=True), nn.SiLU(),
+                                 nn.Linear(hidden_size, hidden_size, bias=True))
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.mlp[0].weight, std=0.02)
+        nn.init.zeros_(self.mlp[0].bias)
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.mlp((w.float() - 1.0)[:, None].to(self.mlp[0].weight.dtype))  # (N,) -> (N, D)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with timm's key names (``qkv``, ``proj``), PyTorch SDPA."""
 
@@ -160,6 +181,18 @@ class DiT(nn.Module):
         self.final_layer = FinalLayer(c.hidden_size, c.patch_size, c.out_channels)
         self.gradient_checkpointing = False
         self.initialize_weights()
+        self.w_embedder: WEmbedder | None = None
+        if c.w_embed:  # made after the base layout is initialised: its random draws stay those of the base
+            self.add_w_embedder()
+
+    def add_w_embedder(self) -> None:
+        """Add a fresh (zero-output) w embedder and mark the config ``w_embed=True``; the function is unchanged."""
+        if self.w_embedder is not None:
+            raise ValueError("the model already has a w embedder")
+        p = next(self.parameters())
+        self.w_embedder = WEmbedder(self.config.hidden_size).to(device=p.device, dtype=p.dtype)
+        self.w_embedder.reset_parameters()
+        self.config = self.config.replace(w_embed=True)
 
     def initialize_weights(self) -> None:
         """DiT's initialisation: xavier linears, zeroed adaLN and output layer (adaLN-Zero)."""
@@ -197,8 +230,12 @@ class DiT(nn.Module):
         """(N,) int labels -> (N, D); the only place the label table is read (adapters wrap it)."""
         return self.y_embedder(y, self.training)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x: (N, C, H, W), t: (N,) diffusion timesteps (or flow times), y: (N,) int labels."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, C, H, W), t: (N,) diffusion timesteps (or flow times), y: (N,) int labels.
+
+        ``w`` (N,): the guidance weight of a w-conditioned model (``config.w_embed``); None leaves the
+        w embedder out (the base function: how the frozen guide half of a single-pass run is called).
+        """
         if x.shape[1:] != (self.config.in_channels, *self.config.grid_hw_pixels):
             raise ValueError(
                 f"input of shape {tuple(x.shape)} does not match the model's "
@@ -206,9 +243,26 @@ class DiT(nn.Module):
             )
         x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
         c = self.t_embedder(t) + self.embed_labels(y)  # (N, D)
+        if w is not None:
+            if self.w_embedder is None:
+                raise ValueError("w was given but this model has no w embedder (config w_embed is false)")
+            c = c + self.w_embedder(w)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, c, use_reentrant=False)
             else:
                 x = block(x, c)
         return self.unpatchify(self.final_layer(x, c))  # (N, out_channels, H, W)
+
+
+class FixedW(nn.Module):
+    """A w-conditioned network called as ``(x, t, y)`` at one guidance weight ``w`` (sampling a single-pass model)."""
+
+    def __init__(self, net: nn.Module, w: float):
+        super().__init__()
+        self.net = net
+        self.w = float(w)
+        self.config = getattr(net, "config", None)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(x, t, y, w=torch.full((x.shape[0],), self.w, device=x.device))
