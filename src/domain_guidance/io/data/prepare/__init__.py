@@ -1,0 +1,80 @@
+"""``dog data prepare``: the seven benchmark datasets of the paper as ImageFolder layouts with official splits.
+
+    manifest = prepare_dataset("food101", "~/Downloads/food-101.tar.gz", "data/food101")
+    # data/food101/train/<class>/*.jpg, data/food101/test/<class>/*.jpg, manifest.json, files.sha256
+
+Everything is read from what the user downloaded (archive or extracted folder); nothing is fetched.
+"""
+from __future__ import annotations
+
+import inspect
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import artbench10, caltech101, cub200, df20_mini, food101, stanford_cars, sun397
+from .common import HASHES, MANIFEST, Plan, read_manifest, write_plan
+from .sources import Source, inner_archives, open_source
+
+DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (food101, sun397, df20_mini, caltech101, cub200, artbench10,
+                                                       stanford_cars)}
+
+
+def dataset_module(name: str) -> ModuleType:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def make_plan(name: str, source: Source, **options: Any) -> Plan:
+    """The plan of dataset ``name`` from ``source`` (options: ``splits`` and the dataset's own)."""
+    module = dataset_module(name)
+    accepted = set(inspect.signature(module.plan).parameters) - {"source"}
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in accepted)
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {unknown}; {name} takes {sorted(accepted)}")
+    kwargs = {k: (tuple(v) if k == "splits" else v) for k, v in options.items() if v is not None}
+    return module.plan(source, **kwargs)
+
+
+def prepare_dataset(name: str, source: str | Path, out: str | Path, *, overwrite: bool = False, workers: int = 4,
+                    progress: bool = False, **options: Any) -> dict[str, Any]:
+    """Lay dataset ``name`` out under ``out`` from the user's archive or folder ``source``; returns the manifest.
+
+    A rerun with the same dataset and options into a prepared ``out`` returns its manifest at once
+    (``reused: True``). An archive inside the archive (Caltech101's zip) is opened when the
+    dataset's files are not found at the top level.
+    """
+    dataset_module(name)
+    src = open_source(source)
+    existing = read_manifest(out)
+    try:
+        plan = make_plan(name, src, **options)
+        return write_plan(plan, src, out, overwrite=overwrite, workers=workers, progress=progress)
+    except ValueError as first:
+        inner = inner_archives(src)
+        if not inner or (existing and not overwrite and "already holds" in str(first)):
+            raise
+        with tempfile.TemporaryDirectory(prefix=".inner-", dir=_scratch(out)) as tmp:
+            for member in inner:
+                path = Path(tmp) / Path(member).name
+                path.write_bytes(src.read(member))
+                try:
+                    nested = open_source(path)
+                    plan = make_plan(name, nested, **options)
+                except ValueError:
+                    continue
+                manifest = write_plan(plan, nested, out, overwrite=overwrite, workers=workers, progress=progress)
+                return manifest
+        raise first
+
+
+def _scratch(out: str | Path) -> Path:
+    p = Path(out).expanduser()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+__all__ = ["DATASETS", "HASHES", "MANIFEST", "Plan", "Source", "dataset_module", "make_plan", "open_source",
+           "prepare_dataset", "read_manifest", "write_plan"]
