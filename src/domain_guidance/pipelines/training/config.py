@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -54,6 +55,22 @@ class LoraSettings(ConfigMixin):
 
 
 @dataclass
+class SinglePassConfig(ConfigMixin):
+    """Single-pass Domain Guidance (DogFit): the DoG offset is baked into the target; sampling is unguided.
+
+    target = eps + (w - 1) * sg(eps_ema(x_t, c) - eps_pre(x_t, null_pre)) (velocities for flow models).
+    """
+
+    enabled: bool = False
+    w: float = 1.5  # the distilled guidance weight (w_cond: the default w recorded for sampling)
+    start_step: int = 0  # late start: no offset up to this optimizer step (DogFit: 12000 of 24000)
+    cutoff: float | None = None  # offset only where the normalised noise level (1 = noise) is below it (DogFit ~0.4-0.6)
+    w_cond: bool = False  # w as a model input: w = 1 + z, z ~ Exp(w_rate), one model for every w
+    w_rate: float = 1.0
+    w_max: float | None = None  # clip drawn w (None: no clip)
+
+
+@dataclass
 class EmaConfig(ConfigMixin):
     """EMA of the trained weights; ``warmup`` (k-diffusion / EDM2 style) shortens the memory early on.
 
@@ -94,8 +111,9 @@ class TrainConfig(ConfigMixin):
     learn_sigma: bool = True  # scratch only; a base keeps its own
     vae: str | None = None  # latent models: VAE dir/hub id (fine-tune default: the base's; scratch: None = pixels)
     data: DataConfig = field(default_factory=DataConfig)
-    mode: str = "full"  # full | lora
+    mode: str = "full"  # full | lora | difffit (biases + per-block scales + label table; the guide is the base)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    single_pass: SinglePassConfig = field(default_factory=SinglePassConfig)
     label_dropout: float = 0.1  # 0: conditional-only (unguided or DoG); > 0 also allows CFG
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -138,15 +156,19 @@ class TrainConfig(ConfigMixin):
         need(self.init in ("base", "scratch"), f"init must be 'base' or 'scratch', got {self.init!r}")
         need(self.init == "scratch" or bool(self.base),
              "init='base' needs a pre-trained checkpoint: --set base=PATH (or init=scratch to pre-train)")
-        need(self.mode in ("full", "lora"), f"mode must be 'full' or 'lora', got {self.mode!r}")
-        need(not (self.mode == "lora" and self.init == "scratch"), "mode='lora' needs a pre-trained base (init='base')")
+        need(self.mode in ("full", "lora", "difffit"), f"mode must be 'full', 'lora' or 'difffit', got {self.mode!r}")
+        need(not (self.mode in ("lora", "difffit") and self.init == "scratch"),
+             f"mode={self.mode!r} needs a pre-trained base (init='base')")
+        need(not (self.mode == "difffit" and self.gradient_checkpointing),
+             "mode='difffit' does not combine with gradient_checkpointing=true; turn one off")
+        self._validate_single_pass()
         need(self.base_which in ("ema", "model"), f"base_which must be 'ema' or 'model', got {self.base_which!r}")
         need(self.base_prediction in ("auto", "eps", "velocity"),
              f"base_prediction must be auto, eps or velocity, got {self.base_prediction!r}")
         need(self.init == "base" or self.base_prediction == "auto",
              f"base_prediction={self.base_prediction!r} applies to a base checkpoint, but init='scratch'; a new "
              "model predicts velocity when named SiT-... (model=SiT-S/2) or with model_overrides.prediction")
-        need(0.0 <= self.label_dropout < 1.0, f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        need(0.0 <= self.label_dropout <= 1.0, f"label_dropout must be in [0, 1] (1: null label only), got {self.label_dropout}")
         need(self.batch_size > 0 and self.steps > 0,
              f"batch_size and steps must be > 0, got {self.batch_size}, {self.steps}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -164,6 +186,33 @@ class TrainConfig(ConfigMixin):
              "of class sub-folders (--set data.dataset=PATH)")
         need(self.data.split in ("all", "train", "test"), f"data.split must be all, train or test, got {self.data.split!r}")
         return self
+
+    def _validate_single_pass(self) -> None:
+        sp = self.single_pass
+        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        if not sp.enabled:
+            if sp.w_cond:
+                raise ValueError("single_pass.w_cond=true needs single_pass.enabled=true")
+            return
+        if self.init != "base":
+            raise ValueError("single_pass.enabled needs a pre-trained base (init='base'): its eps_pre is the guide")
+        if not finite(sp.w):
+            raise ValueError(f"single_pass.w must be a finite number, got {sp.w}")
+        if sp.start_step < 0:
+            raise ValueError(f"single_pass.start_step must be >= 0, got {sp.start_step}")
+        if sp.start_step >= self.steps:
+            raise ValueError(f"single_pass.start_step={sp.start_step} is not before steps={self.steps}: the offset "
+                             "would never apply")
+        if sp.cutoff is not None and not (finite(sp.cutoff) and 0.0 < sp.cutoff <= 1.0):
+            raise ValueError(f"single_pass.cutoff must be in (0, 1] (normalised noise level, 1 = noise) or null, "
+                             f"got {sp.cutoff}")
+        if not (finite(sp.w_rate) and sp.w_rate > 0):
+            raise ValueError(f"single_pass.w_rate must be > 0, got {sp.w_rate}")
+        if sp.w_max is not None and not (finite(sp.w_max) and sp.w_max > 1.0):
+            raise ValueError(f"single_pass.w_max must be > 1 or null, got {sp.w_max}")
+        if sp.w_cond and self.mode == "lora":
+            raise ValueError("single_pass.w_cond=true is not available with mode='lora' (a LoRA checkpoint stores "
+                             "no w embedder); use mode='full' or 'difffit', or a fixed w (w_cond=false)")
 
 
 def _field_types(obj: Any) -> dict[str, Any]:

@@ -1,0 +1,159 @@
+"""``dog demo --study``: when does DoG help? DoG vs CFG over fine-tune length x images per class.
+
+Each cell of the map is one demo run at that fine-tune length and target-set size (the base
+config's everything else): fine-tune, unguided / CFG / DoG at every w and seed replicate, the real
+floor at the same N, the comparison cells with the one resolved rule (``analysis.RULE``) and the
+regime checks. A cell is saved as ``cells/<name>/cell.json`` when done; a rerun with the same
+settings reads it back, and an unfinished cell resumes its own stages (fine-tune checkpoints,
+sample shards, feature caches). The paper's ablations (``ablations.py``) run on the base cell.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...io.atomic import write_json
+from ...io.config_files import ConfigMixin
+from ..generate import GenerationSettings, balanced_labels, load_models
+from . import analysis
+from .config import DemoConfig
+from .run import assemble, finetune, score_floors, settings_grid
+from .workbench import Workbench, cached, seeds_of, set_tag
+
+ABLATIONS = ("steps", "uncond-guide", "nine-grid")
+FT = "ld0.1"  # the study's fine-tunes: label dropout 0.1, as the demo's
+
+
+def study_base() -> DemoConfig:
+    """The demo's quick config as the study's base: w = 1.5 only and no interval row (a map per w costs a
+    whole study); lengths and target-set sizes come from the study's axes."""
+    return DemoConfig(out="runs/demo-study", w=[1.5], dog_interval=None)
+
+
+@dataclass
+class StudyConfig(ConfigMixin):
+    """The map's axes, which ablations to run, and the base demo config of everything else."""
+
+    base: DemoConfig = field(default_factory=study_base)
+    map: bool = True  # the DoG-vs-CFG map over finetune_steps x images_per_class
+    finetune_steps: list[int] = field(default_factory=lambda: [250, 500, 1000])
+    images_per_class: list[int] = field(default_factory=lambda: [10, 50, 200])
+    ablations: list[str] = field(default_factory=list)  # of ABLATIONS; they run on the base cell
+    ablation_w: float = 1.5  # guidance weight of the steps and uncond-guide ablations
+    sampling_steps: list[int] = field(default_factory=lambda: [10, 25, 50, 100])  # steps ablation (paper Fig. 3)
+    uncond_guide_steps: list[int] = field(default_factory=lambda: [250, 500, 1000])  # its checkpoints
+    grid_w: list[float] = field(default_factory=lambda: [2.0, 3.0, 4.0])  # nine-grid rows (paper Fig. 4)
+    grid_images: int = 8  # images per nine-grid panel (the same seeds in every panel)
+    blend: float = 0.5  # nine-grid middle column: the fine-tuned model's share of the blended guide
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "StudyConfig":
+        """Raise ValueError naming the first bad field and what was expected."""
+        self.base.validate()
+        for name in ("finetune_steps", "images_per_class", "sampling_steps", "uncond_guide_steps"):
+            values = getattr(self, name)
+            if not values or any(int(v) != v or v < 1 for v in values) or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be a non-empty list of distinct integers >= 1, got {values}")
+        if min(self.sampling_steps) < 2:
+            raise ValueError(f"sampling_steps must be >= 2 each (a sampler needs 2 steps), got {self.sampling_steps}")
+        unknown = [a for a in self.ablations if a not in ABLATIONS]
+        if unknown:
+            raise ValueError(f"ablations: unknown {unknown}; expected some of {list(ABLATIONS)}")
+        if not self.map and not self.ablations:
+            raise ValueError("the study has nothing to do: map is off and no ablation is named")
+        if self.ablation_w < 1.0 or not self.grid_w or any(w < 1.0 for w in self.grid_w):
+            raise ValueError(f"ablation_w and grid_w must be guidance weights >= 1, got {self.ablation_w} and "
+                             f"{self.grid_w}")
+        if self.grid_images < 1:
+            raise ValueError(f"grid_images must be >= 1, got {self.grid_images}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend must be in [0, 1] (1: CFG's unconditional branch, 0: DoG's), got {self.blend}")
+        return self
+
+
+def run_cell(wb: Workbench, cfg: DemoConfig) -> dict[str, Any]:
+    """One map cell: fine-tune, every grid setting at every seed replicate, the floors, comparisons, regime checks.
+
+    Returns the record of ``cfg.out/cell.json`` (read back when it was made with this config).
+    """
+    out = Path(cfg.out)
+
+    def compute() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ft = finetune(cfg, wb.source["checkpoint"], out, 0.1)
+        models = load_models(ft["checkpoint"], guide=wb.source["checkpoint"])
+        labels = balanced_labels(cfg.samples, models.config.num_classes)
+        records = []
+        for rep in cfg.seeds:
+            for entry in settings_grid(cfg):
+                method, w, interval = entry["method"], entry["w"], entry["interval"]
+                settings = GenerationSettings(method=method, scale=w, interval=interval, sampler=cfg.sampler,
+                                              steps=str(cfg.steps), seeds=seeds_of(rep, cfg.samples), labels=labels)
+                records.append(wb.draw(settings, models, out / "samples" / set_tag(method, w, interval) / f"seed{rep}",
+                                       {"finetune": FT, "method": method, "w": w, "interval": interval, "seed": rep}))
+        runs = wb.score(records)
+        floors = score_floors(cfg, out, runs, wb.scorer, wb.ref)
+        return {"finetune_steps": cfg.finetune_steps, "images_per_class": cfg.images_per_class, "finetune": ft,
+                "runs": runs, "floors": floors, **assemble(cfg, runs, floors, {FT: ft}),
+                "seconds": round(time.perf_counter() - t0, 2)}
+
+    return cached(out / "cell.json", cfg.to_dict(), compute)
+
+
+def map_entries(cells: list[dict[str, Any]], ws: list[float], metrics: list[str] | None = None) -> list[dict[str, Any]]:
+    """One entry per (cell, w, metric): DoG and CFG means, the relative change of DoG against CFG in percent
+    (100 (DoG - CFG) / |CFG|), the resolved flag and the better method (None unless resolved), the real floor."""
+    out = []
+    for cell in cells:
+        summary = cell["summary"]
+        real = analysis.find(summary, FT, "real")
+        for w in ws:
+            dog, cfg = analysis.find(summary, FT, "dog", w), analysis.find(summary, FT, "cfg", w)
+            if dog is None or cfg is None:
+                continue
+            for m in metrics or list(analysis.METRICS):
+                c = analysis.find_comparison(cell["comparisons"], dog, cfg, m)
+                if c is None:
+                    continue
+                out.append({"finetune_steps": cell["finetune_steps"], "images_per_class": cell["images_per_class"],
+                            "w": w, "metric": m, "dog": c["mean_a"], "cfg": c["mean_b"], "diff": c["diff"],
+                            "pooled_std": c["pooled_std"],
+                            "rel_change": None if c["mean_b"] == 0 else 100.0 * c["diff"] / abs(c["mean_b"]),
+                            "resolved": c["resolved"], "better": {"a": "dog", "b": "cfg"}.get(c["better"]),
+                            "floor": None if real is None or m not in real else real[m],
+                            "floor_std": None if real is None or m not in real else real[f"{m}_std"]})
+    return out
+
+
+def run_study(study: StudyConfig) -> dict[str, Any]:
+    """Run the map and the named ablations; writes ``study.json`` and ``report.md`` to ``study.base.out``."""
+    from .ablations import nine_grid, steps_ablation, uncond_guide_ablation
+    from .study_report import write_study_report
+
+    study.validate()
+    out = Path(study.base.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "study_config.json", study.to_dict())
+    wb = Workbench.open(study.base, out)
+    results: dict[str, Any] = {"config": study.to_dict(), "source": wb.source, "classifier": wb.clf_info,
+                               "resolve_rule": analysis.RULE, "cells": [], "map": [], "ablations": {}}
+    if study.map:
+        for steps in study.finetune_steps:
+            for ipc in study.images_per_class:
+                cfg = wb.cell_config(steps, ipc)
+                print(f"[study] cell: {steps} fine-tune steps, {ipc} images per class ({cfg.out})", flush=True)
+                results["cells"].append(run_cell(wb, cfg))
+        results["map"] = map_entries(results["cells"], study.base.w)
+    base_cell = wb.cell_config(study.base.finetune_steps, study.base.images_per_class)
+    runners = {"steps": steps_ablation, "uncond-guide": uncond_guide_ablation, "nine-grid": nine_grid}
+    for name in study.ablations:
+        print(f"[study] ablation: {name}", flush=True)
+        results["ablations"][name] = runners[name](wb, study, base_cell)
+    write_json(out / "study.json", results)
+    write_study_report(results, out)
+    print(f"[study] report: {out / 'report.md'}", flush=True)
+    return results
