@@ -177,3 +177,16 @@ def stanford_cars(tmp: Path) -> Path:
     files["devkit/cars_train_annos.mat"] = mat({"annotations": _annotations(*train)})
     files["cars_test_annos_withlabels.mat"] = mat({"annotations": _annotations(*test)})
     return write_zip(tmp / "stanford-cars.zip", files)
+
+
+def stanford_cars_archives(tmp: Path) -> Path:
+    """The same files as the official separate downloads, in one folder: three .tgz and the test labels."""
+    with zipfile.ZipFile(stanford_cars(tmp)) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    folder = tmp / "cars-downloads"
+    folder.mkdir()
+    for archive, prefix in (("cars_train.tgz", "cars_train/"), ("cars_test.tgz", "cars_test/"),
+                            ("car_devkit.tgz", "devkit/")):
+        write_tar(folder / archive, {n: d for n, d in files.items() if n.startswith(prefix)})
+    (folder / "cars_test_annos_withlabels.mat").write_bytes(files["cars_test_annos_withlabels.mat"])
+    return folder

@@ -178,3 +178,32 @@ def test_bad_inputs_name_the_fault(tmp_path):
     junk.write_bytes(b"not an archive")
     with pytest.raises(ValueError, match="neither a folder"):
         prepare_dataset("food101", junk, tmp_path / "o4")
+
+
+def test_stanford_cars_from_the_separate_archives_in_a_folder(tmp_path):
+    m = prepare_dataset("stanford-cars", fakes.stanford_cars_archives(tmp_path), tmp_path / "cars")
+    assert {s: v["num_images"] for s, v in m["splits"].items()} == {"train": 4, "test": 2}
+    assert m["source"]["kind"] == "CombinedSource" and not m["missing"] and not m["corrupt"]
+
+
+def test_df20_mini_from_two_downloads(tmp_path):
+    folder = fakes.df20_mini(tmp_path)
+    images = fakes.write_tar(tmp_path / "DF20M.tar.gz", {f"DF20M/{p.name}": p.read_bytes()
+                                                         for p in (folder / "DF20M").iterdir()})
+    meta = fakes.write_zip(tmp_path / "DF20M-metadata.zip", {p.name: p.read_bytes() for p in folder.glob("*.csv")})
+    m = prepare_dataset("df20-mini", [images, meta], tmp_path / "df20")
+    assert {s: v["num_images"] for s, v in m["splits"].items()} == {"train": 5, "test": 2}
+
+
+def test_cli_prepare_and_list(tmp_path, capsys):
+    from domain_guidance.cli import main
+
+    assert main(["data", "prepare", "cub200", "--from", str(fakes.cub200(tmp_path)), "--out", str(tmp_path / "c"),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert " train: 4 images (official 5994) in 2 classes" in text and "warning: train: 4 images" in text
+    assert main(["data", "prepare", "cub200", "--from", str(tmp_path / "missing.tgz"), "--out",
+                 str(tmp_path / "d")]) == 2
+    assert "--from" in capsys.readouterr().err
+    assert main(["data", "list"]) == 0
+    assert "stanford-cars" in capsys.readouterr().out

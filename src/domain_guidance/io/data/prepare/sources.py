@@ -143,14 +143,56 @@ class TarSource(Source):
                 yield "<archive>", f"<archive ends early: {type(e).__name__}: {e}>".encode()
 
 
-def open_source(path: str | os.PathLike) -> Source:
-    """A folder, a zip or a tar archive at ``path``; a clear error for anything else."""
+class CombinedSource(Source):
+    """Several sources as one: the files of part ``i`` appear under its prefix (``cars_train.tgz/...``)."""
+
+    def __init__(self, path: Path, parts: list[tuple[str, Source]]):
+        self.path, self.parts = path, parts
+        self.files = sorted(prefix + f for prefix, src in parts for f in src.files)
+
+    def _split(self, name: str) -> tuple[Source, str]:
+        for prefix, src in sorted(self.parts, key=lambda ps: -len(ps[0])):
+            if name.startswith(prefix):
+                return src, name[len(prefix):]
+        raise FileNotFoundError(f"{self.path}: no member {name!r}")
+
+    def read(self, name: str) -> bytes:
+        src, inner = self._split(name)
+        return src.read(inner)
+
+    def stream(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        for prefix, src in self.parts:
+            wanted = [n[len(prefix):] for n in names if self._split(n)[0] is src]
+            for inner, data in src.stream(wanted):
+                yield (prefix + inner if not inner.startswith("<") else inner), data
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "parts": [{"prefix": p, **s.describe()} for p, s in self.parts]}
+
+
+def open_source(path: str | os.PathLike | list) -> Source:
+    """A folder, a zip or a tar archive at ``path`` (or several: one combined source); a clear error else.
+
+    Archives inside a folder are opened in place and their files appear under ``<archive name>/``
+    (a folder holding cars_train.tgz, cars_test.tgz and car_devkit.tgz is one Stanford Cars source).
+    """
+    if isinstance(path, (list, tuple)):
+        if len(path) == 1:
+            return open_source(path[0])
+        parts = [(f"{i}:{Path(p).name}/", open_source(p)) for i, p in enumerate(path)]
+        return CombinedSource(Path(path[0]).expanduser(), parts)
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"--from {p}: does not exist; expected the archive you downloaded (.zip, .tar, "
                                 ".tar.gz, .tgz) or the folder you extracted it to")
     if p.is_dir():
-        return FolderSource(p)
+        folder = FolderSource(p)
+        archives = [f for f in folder.files if is_archive(f)]
+        if not archives:
+            return folder
+        parts: list[tuple[str, Source]] = [("", folder)] if len(archives) < len(folder.files) else []
+        parts += [(f + "/", open_source(p / f)) for f in archives]
+        return CombinedSource(p, parts)
     if zipfile.is_zipfile(p):
         return ZipSource(p)
     if tarfile.is_tarfile(p):
