@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import nn
 
-from .models.adapters import adapter_disabled
+from .models.adapters import adapter_disabled, adapter_per_sample
+from .precision import check_precision, precision_context
 from .models.config import DiTConfig
 
 
@@ -20,14 +21,22 @@ class Denoiser:
     describes the model *as this denoiser uses it*: for a LoRA guide that is the pre-trained
     config (its label count and null label), for the fine-tuned branch the target config.
     ``adapter=False`` runs a peft-adapted network with its adapters switched off.
+    ``precision`` (fp32, tf32, bf16, fp16) is the network's arithmetic; the output is float32.
+    ``fuse=False`` keeps this branch out of one-call batches with another branch of the same
+    network (the two-call path, for comparisons). ``evaluations`` counts per-sample network
+    evaluations made through this denoiser.
     """
 
     net: nn.Module
     config: DiTConfig
     adapter: bool = True
+    precision: str = "fp32"
+    fuse: bool = True
+    evaluations: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         self.net.eval()  # eval(): label dropout would otherwise fire
+        check_precision(self.precision)
 
     @property
     def null_label(self) -> int | None:
@@ -64,13 +73,50 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W), t: (N,), labels: (N,) -> (N, out_channels, H, W)."""
         self.check_labels(labels)
+        self.evaluations += x.shape[0]
         ctx = contextlib.nullcontext() if self.adapter else adapter_disabled(self.net)
-        with ctx:
-            return self.net(x, t, labels)
+        with ctx, precision_context(self.precision, x.device):
+            out = self.net(x, t, labels)
+        return out.float()  # the diffusion arithmetic stays float32 whatever the network ran in
+
+    def shares_call_with(self, other: "Denoiser") -> bool:
+        """True when one batched call can evaluate both: the same net at the same precision (same adapter
+        state, or a peft network whose adapter is on for one and off for the other)."""
+        return (isinstance(other, Denoiser) and self.fuse and other.fuse and self.net is other.net
+                and self.precision == other.precision)
 
     def same_network(self, other: "Denoiser") -> bool:
         """True when both evaluate the identical function (same net, same adapter state)."""
         return self.net is other.net and self.adapter == other.adapter
+
+
+def evaluate_pair(a: "DenoiserLike", b: "DenoiserLike", x: torch.Tensor, t: torch.Tensor, labels_a: torch.Tensor,
+                  labels_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a(x, t, labels_a), b(x, t, labels_b)), in one network call of 2N when both use one network.
+
+    CFG (one network, same adapter state) concatenates the two halves, like DiT's forward_with_cfg.
+    A LoRA fine-tune and its guide (the same network, adapter on / off) run as one batch with
+    per-sample adapter selection: LoRA and the label table of sample i follow whether it belongs
+    to ``a`` or ``b``. Otherwise (two networks, or ``fuse=False``) two calls.
+    """
+    if isinstance(a, Denoiser) and a.shares_call_with(b):
+        assert isinstance(b, Denoiser)
+        a.check_labels(labels_a)
+        b.check_labels(labels_b)
+        xx, tt, yy = torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels_a, labels_b])  # (2N, ...)
+        if a.adapter == b.adapter:
+            out = a(xx, tt, yy)
+            a.evaluations -= x.shape[0]
+            b.evaluations += x.shape[0]
+            return out.chunk(2)
+        n = x.shape[0]
+        on = torch.tensor([a.adapter] * n + [b.adapter] * n, device=x.device)  # (2N,) adapter on per sample
+        with adapter_per_sample(a.net, on) as kwargs, precision_context(a.precision, x.device):
+            out = a.net(xx, tt, yy, **kwargs).float()
+        a.evaluations += n
+        b.evaluations += n
+        return out.chunk(2)
+    return a(x, t, labels_a), b(x, t, labels_b)
 
 
 class DenoiserLike(Protocol):

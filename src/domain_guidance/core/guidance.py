@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from .denoiser import DenoiserLike, check_same_input_space
+from .denoiser import DenoiserLike, check_same_input_space, evaluate_pair
 
 Method = Literal["unguided", "cfg", "dog"]
 METHODS: tuple[str, ...] = ("unguided", "cfg", "dog")
@@ -92,12 +92,8 @@ class GuidedDenoiser:
         if not active.any():
             return self.cond(x, t, labels)
         null = torch.full_like(labels, self.uncond.null_label)
-        if self.cond.same_network(self.uncond):
-            # CFG on one network: one batched call, like DiT's forward_with_cfg (no duplicated half)
-            out = self.cond(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
-            cond_out, uncond_out = out.chunk(2)
-        else:
-            cond_out, uncond_out = self.cond(x, t, labels), self.uncond(x, t, null)
+        # one batched call of 2N where one network serves both (CFG; LoRA-DoG with per-sample adapter), else two
+        cond_out, uncond_out = evaluate_pair(self.cond, self.uncond, x, t, labels, null)
         guided = apply_guidance(cond_out, uncond_out, self.scale, self.cond.data_channels, self.channels)
         if active.all():
             return guided

@@ -30,9 +30,21 @@ class DualLabelEmbedder(nn.Module):
         self.base = base
         self.target = target
         self.use_target = True
+        self.select: torch.Tensor | None = None  # (N,) bool: per-sample table in a mixed batch (True: target)
 
     def forward(self, labels: torch.Tensor, train: bool) -> torch.Tensor:
-        return (self.target if self.use_target else self.base)(labels, train)
+        if self.select is None:
+            return (self.target if self.use_target else self.base)(labels, train)
+        if self.select.shape != labels.shape:
+            raise ValueError(f"per-sample adapter selection of shape {tuple(self.select.shape)} for "
+                             f"{tuple(labels.shape)} labels")
+        sel = self.select
+        # each half indexes only its own table: a base null label may be out of the target table's range
+        emb_t = self.target(labels[sel], train)  # (n_on, D)
+        emb_b = self.base(labels[~sel], train)  # (n_off, D)
+        out = emb_t.new_empty(labels.shape[0], emb_t.shape[-1])  # (N, D)
+        out[sel], out[~sel] = emb_t, emb_b.to(emb_t.dtype)
+        return out
 
 
 def add_lora(net: DiT, target_config: DiTConfig, rank: int = 32, alpha: float | None = None,
@@ -69,6 +81,34 @@ def dual_label_embedder(model: nn.Module) -> DualLabelEmbedder | None:
 
 def has_adapter(model: nn.Module) -> bool:
     return any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+
+
+@contextlib.contextmanager
+def adapter_per_sample(model: nn.Module, on: torch.Tensor) -> Iterator[dict]:
+    """Run one batch where sample i uses the adapter iff ``on[i]`` (``on``: (N,) bool).
+
+    Yields the keyword arguments to pass to ``model(...)`` (peft's mixed-adapter batch: LoRA
+    layers add their update only to the selected rows); the label table follows the same
+    selection (target table where on, the pre-trained table where off).
+    """
+    table = dual_label_embedder(model)
+    active = {tuple(m.active_adapters) for m in model.modules() if isinstance(m, BaseTunerLayer)}
+    if len(active) != 1 or len(next(iter(active))) != 1:
+        raise ValueError(f"per-sample adapter selection needs a peft-adapted model with one active adapter; "
+                         f"found {sorted(active) or 'no adapter layers'}")
+    name = next(iter(active))[0]
+    on = on.to(torch.bool)
+    names = [name if v else BASE_ADAPTER for v in on.tolist()]
+    if table is not None:
+        table.select = on
+    try:
+        yield {"adapter_names": names}
+    finally:
+        if table is not None:
+            table.select = None
 
 
 @contextlib.contextmanager
