@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..pipelines.demo.config import DemoConfig, full, quick
+from .demo_study import add_study_arguments, study_config_from_args, wants_study
 
 _Q = quick()
 
@@ -75,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--also-without-dropout", action="store_true", help="also fine-tune with label dropout 0")
     p.add_argument("--no-fid", action="store_true", help="skip Inception FID (classifier metrics only)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_study_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -102,6 +104,16 @@ def run(args: argparse.Namespace) -> int:
     from . import check_out_dir
 
     cfg = config_from_args(args)
+    if wants_study(args):  # --study / --ablation: the map and the ablations (study_config_from_args)
+        from ..pipelines.demo.study import run_study
+
+        study = study_config_from_args(args, cfg)
+        check_out_dir(study.base.out, "--out")
+        if not study.base.pretrain:
+            ensure_source(study.base, Path(study.base.out))  # a missing --source fails before anything is written
+        run_study(study)
+        print(f"dog demo --study: wrote {study.base.out}/report.md and study.json")
+        return 0
     check_out_dir(cfg.out, "--out")
     if not cfg.pretrain:
         ensure_source(cfg, Path(cfg.out))  # a missing --source fails now, before anything is written

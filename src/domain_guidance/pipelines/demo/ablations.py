@@ -21,6 +21,7 @@ import torch
 
 from ...core.guidance import GuidedDenoiser
 from ...io.atomic import atomic_path
+from ...io.images import to_nhwc, to_uint8
 from ..generate import GenerationSettings, balanced_labels, build_denoiser, load_models, sample_images
 from ..training.state import complete_checkpoints
 from . import analysis
@@ -176,7 +177,7 @@ def nine_grid(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) -> dict[str,
             den = (GuidedDenoiser(models.finetuned, BlendedUncond(models.finetuned, models.guide, study.blend), w)
                    if col == "blend" else build_denoiser(s, models))
             x = sample_images(s, models, denoiser=den)  # (n, C, H, W) in [-1, 1]
-            row.append(((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+            row.append(to_nhwc(to_uint8(x)))  # (n, H, W, C), as generate stores samples
         panels.append(row)
     images = np.stack([np.stack(r) for r in panels])  # (rows, 3, n, H, W, C)
     npz = wb.out / "nine-grid.npz"
