@@ -44,6 +44,10 @@ from domain_guidance.pipelines.metrics.kid import kid
 from domain_guidance.pipelines.training import resolve_config, train
 
 TARGET = [6, 7, 8, 9]
+SOURCE_CLASSES = [0, 1, 2, 3, 4, 5]
+# pseudo-candidate: the shipped source model on its own classes (reference: 100 test images per class;
+# floors from its train split, which it was trained on), to see whether CFG improves quality there at all
+SOURCE_CHECK = "source"
 RES = 16
 QUALITY = ("kid_judge", "fd_judge", "fid")  # lower is better
 ALL_METRICS = ("class_match", "in_domain") + QUALITY
@@ -88,8 +92,15 @@ def finetune_to(out: Path, steps: int, lr: float, ipc: int, batch: int, source: 
     return ckpt
 
 
-def floor_sets(n: int, replicates: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Real held-out target images outside the reference: ``replicates`` disjoint class-balanced sets of n."""
+def floor_sets(n: int, replicates: int, classes: list[int] = TARGET) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Real images outside the reference: ``replicates`` disjoint class-balanced sets of n.
+
+    From the held-out test split when it has enough (the N = 100 floors of the search); for larger N,
+    or for the source check, from the train split minus every image any candidate fine-tunes on
+    (``images_per_class`` 50 and 200) and minus exact duplicates of reference images.
+    """
+    if classes != TARGET or n // len(classes) * replicates > 100:
+        return _train_floor_sets(n, replicates, classes)
     ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=TARGET, split="test")
     ref_idx = _reference_indices(ds.labels)
     rest = np.setdiff1d(np.arange(len(ds.labels)), ref_idx)
@@ -106,28 +117,58 @@ def floor_sets(n: int, replicates: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return sets
 
 
-def _reference_indices(labels: np.ndarray, n: int = 400) -> np.ndarray:
+def _train_floor_sets(n: int, replicates: int, classes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    from domain_guidance.pipelines.demo.config import DemoConfig
+    from domain_guidance.pipelines.demo.floors import _hashes, target_data
+
+    ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=classes, split="train")
+    taken = set(_hashes(reference(classes)[..., 0]).tolist())
+    if classes == TARGET:
+        for ipc in (50, 200):
+            taken |= set(_hashes(np.asarray(target_data(DemoConfig(images_per_class=ipc), RES)[0].images)).tolist())
+    free = ~np.isin(_hashes(ds.images), list(taken))
+    per = n // len(classes)
+    sets = []
+    pools = [np.random.default_rng([1, k]).permutation(np.flatnonzero(free & (ds.labels == k)))
+             for k in range(len(classes))]
+    if any(len(q) < per * replicates for q in pools):
+        raise ValueError(f"n={n} x {replicates} replicates needs {per * replicates} free train images per class, "
+                         f"have {min(len(q) for q in pools)}")
+    for r in range(replicates):
+        idx = np.concatenate([q[r * per:(r + 1) * per] for q in pools])
+        sets.append((np.ascontiguousarray(ds.images[idx][..., None]), ds.labels[idx]))
+    return sets
+
+
+def _reference_indices(labels: np.ndarray, n: int = 400, k_classes: int = len(TARGET)) -> np.ndarray:
     """The demo's reference subset (same rule as ``reference_images``: rng(0), per-class permutation)."""
     rng = np.random.default_rng(0)
-    per = -(-n // len(TARGET))
-    idx = np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per] for k in range(len(TARGET))])[:n]
+    per = -(-n // k_classes)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per] for k in range(k_classes)])[:n]
     return np.sort(idx)
+
+
+def reference(classes: list[int] = TARGET) -> np.ndarray:
+    """uint8 (100 * K, 16, 16, 1) held-out test images of ``classes``: the demo's 400-image reference for the target."""
+    ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=classes, split="test")
+    n = 100 * len(classes)
+    return np.ascontiguousarray(ds.images[_reference_indices(ds.labels, n, len(classes))][..., None])
 
 
 class Scorer:
     """Judge metrics + KID/FD in the judge's 128-d features (+ FID-Inception when asked) against the reference."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, classes: list[int] = TARGET) -> None:
         self.clf, self.clf_info = judge.train_classifier(out, RES, 4.0, 128, progress=False)
-        ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=TARGET, split="test")
-        self.ref = np.ascontiguousarray(ds.images[_reference_indices(ds.labels)][..., None])  # (400, 16, 16, 1)
+        self.classes = classes
+        self.ref = reference(classes)  # (100 K, 16, 16, 1)
         self.ref_feats = judge.features(self.clf, judge.uint8_to_input(self.ref))
         self.out = out
         self._inception: Any = None
         self._fid_ref: np.ndarray | None = None
 
     def score(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        m = judge.domain_metrics(self.clf, images, labels, TARGET, self.ref_feats)
+        m = judge.domain_metrics(self.clf, images, labels, self.classes, self.ref_feats)
         feats = judge.features(self.clf, judge.uint8_to_input(images))
         k = kid(self.ref_feats, feats, n_subsets=100, subset_size=1000, seed=0)
         return {"class_match": m["class_match"], "in_domain": m["in_domain"], "fd_judge": m["fd_classifier"],
@@ -170,10 +211,11 @@ def separation(worse: dict[str, Any], better: dict[str, Any], metric: str) -> di
     return {"gap": gap, "pooled_std": pooled, "z": gap / pooled if pooled > 0 else math.inf * np.sign(gap)}
 
 
-def criteria(groups: dict[str, dict[str, Any]], ceiling: float, min_cm: float) -> dict[str, Any]:
+def criteria(groups: dict[str, dict[str, Any]], ceiling: float, min_cm: float, n_classes: int = len(TARGET)
+             ) -> dict[str, Any]:
     ung, floor = groups["unguided"], groups["floor"]
     a = {"unguided_class_match": ung["class_match"], "std": ung["class_match_std"], "ceiling": ceiling,
-         "chance": 1 / len(TARGET), "threshold": min_cm, "met": ung["class_match"] >= min_cm}
+         "chance": 1 / n_classes, "threshold": min_cm, "met": ung["class_match"] >= min_cm}
     b_sep = {m: separation(ung, floor, m) for m in QUALITY if separation(ung, floor, m)}
     b = {"unguided_vs_floor": b_sep, "met": any(s["z"] > 2 for s in b_sep.values())}
     cfgs = [k for k in groups if k.startswith("cfg")]
@@ -188,17 +230,21 @@ def criteria(groups: dict[str, dict[str, Any]], ceiling: float, min_cm: float) -
 
 def run_candidate(name: str, args: argparse.Namespace, scorer: Scorer, floor: list[dict[str, Any]],
                   ceiling: float) -> dict[str, Any]:
-    steps, lr, ipc, batch = CANDIDATES[name]
-    cdir = Path(args.out) / f"cand-{name}"
+    cdir = Path(args.out) / (f"cand-{name}" if args.n == 100 else f"cand-{name}-n{args.n}")
     cdir.mkdir(parents=True, exist_ok=True)
     partial_path = cdir / "sets.json"
     partial: dict[str, Any] = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
     timing: dict[str, float] = partial.pop("_seconds", {})
     t0 = time.perf_counter()
-    ckpt = finetune_to(Path(args.out), steps, lr, ipc, batch, args.source)
+    if name == SOURCE_CHECK:  # the source model on its own classes: does CFG help it there?
+        steps, lr, ipc, batch = 0, 0.0, 0, 0
+        ckpt = Path(args.source)
+    else:
+        steps, lr, ipc, batch = CANDIDATES[name]
+        ckpt = finetune_to(Path(args.out), steps, lr, ipc, batch, args.source)
     timing.setdefault("finetune_s", round(time.perf_counter() - t0, 1))
     models = load_models(str(ckpt))  # the fine-tune alone: DoG is not sampled in the search
-    labels = np.arange(args.n) % len(TARGET)  # class-balanced, as balanced_labels
+    labels = np.arange(args.n) % len(scorer.classes)  # class-balanced, as balanced_labels
 
     def sample_group(method: str, w: float) -> list[dict[str, Any]]:
         key = "unguided" if method == "unguided" else f"cfg-w{w:g}"
@@ -238,7 +284,8 @@ def run_candidate(name: str, args: argparse.Namespace, scorer: Scorer, floor: li
                                             "train_overrides": {"lr": lr}},
               "lr": lr, "checkpoint": str(ckpt), "n_per_replicate": args.n, "replicates": args.replicates,
               "sampler": "ddim", "steps": 25, "w": args.w, "screened_out": screened, "groups": groups,
-              "criteria": criteria(groups, ceiling, args.min_class_match), "seconds": timing,
+              "classes": scorer.classes,
+              "criteria": criteria(groups, ceiling, args.min_class_match, len(scorer.classes)), "seconds": timing,
               "per_set": partial}
     if screened:
         result["criteria"]["c"]["met"] = None
@@ -250,17 +297,18 @@ def run_candidate(name: str, args: argparse.Namespace, scorer: Scorer, floor: li
 
 def floor_rows(args: argparse.Namespace, scorer: Scorer) -> tuple[list[dict[str, Any]], float]:
     """The real floor (cached in floor.json) and the judge's 4-class accuracy on all held-out target images."""
-    path = Path(args.out) / "floor.json"
+    tag = "" if scorer.classes == TARGET else "-source"
+    path = Path(args.out) / ("floor.json" if args.n == 100 and not tag else f"floor{tag}-n{args.n}.json")
     cached = json.loads(path.read_text()) if path.is_file() else {}
     if cached.get("n") != args.n or len(cached.get("rows", [])) != args.replicates \
             or (args.fid and any("fid" not in r for r in cached["rows"])):
         rows = []
-        for images, labels in floor_sets(args.n, args.replicates):
+        for images, labels in floor_sets(args.n, args.replicates, scorer.classes):
             row = scorer.score(images, labels)
             if args.fid:
                 row["fid"] = scorer.fid(images)
             rows.append(row)
-        ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=TARGET, split="test")
+        ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=scorer.classes, split="test")
         test = scorer.score(np.ascontiguousarray(ds.images[..., None]), ds.labels)
         cached = {"n": args.n, "rows": rows, "ceiling_class_match_all_test": test["class_match"],
                   "ceiling_in_domain_all_test": test["in_domain"], "test_images": len(ds.labels),
@@ -325,18 +373,21 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(out))
         return 0
     names = args.only.split(",") if args.only else list(CANDIDATES)
-    bad = [n for n in names if n not in CANDIDATES]
+    bad = [n for n in names if n not in CANDIDATES and n != SOURCE_CHECK]
+    if SOURCE_CHECK in names and len(names) > 1:
+        p.error(f"--only {SOURCE_CHECK} runs alone (it scores against the source classes' reference)")
     if bad:
         p.error(f"--only: unknown candidate(s) {bad}; expected among {list(CANDIDATES)}")
-    if args.n % len(TARGET):
-        p.error(f"--n must be a multiple of {len(TARGET)} (class-balanced), got {args.n}")
+    classes = SOURCE_CLASSES if names == [SOURCE_CHECK] else TARGET
+    if args.n % len(classes):
+        p.error(f"--n must be a multiple of {len(classes)} (class-balanced), got {args.n}")
     torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
-    scorer = Scorer(out)
+    scorer = Scorer(out, classes)
     floor, ceiling = floor_rows(args, scorer)
     _log(f"judge {scorer.clf_info}; ceiling class match {ceiling:.4f}; floor {stats(floor)}")
     for name in names:
-        _log(f"candidate {name}: {CANDIDATES[name]}")
+        _log(f"candidate {name}: {CANDIDATES.get(name, args.source)}")
         r = run_candidate(name, args, scorer, floor, ceiling)
         _log(f"{name}: a={r['criteria']['a']['met']} b={r['criteria']['b']['met']} c={r['criteria']['c']['met']} "
              f"all={r['criteria']['all_met']} ({r['seconds']['total_s']} s)")
