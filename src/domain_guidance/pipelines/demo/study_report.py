@@ -38,7 +38,7 @@ def _map_section(results: dict[str, Any], out: Path) -> list[str]:
             won = [e for e in grid.values() if e["better"] == "dog"]
             lost = [e for e in grid.values() if e["better"] == "cfg"]
             lines += ["", f"Resolved: DoG better in {len(won)}, CFG better in {len(lost)}, not resolved in "
-                          f"{len(grid) - len(won) - len(lost)} of {len(grid)} cells.", ""]
+                          f"{len(grid) - len(won) - len(lost)} of {len(grid)} cells. " + _by_size(grid, ipcs), ""]
     lines += ["### Regime checks per cell", "",
               "| steps | images/class | unguided class match (chance) | fraction of ceiling | worse than floor on | "
               "CFG improves on (best w) |", "|---|---|---|---|---|---|"]
@@ -52,6 +52,19 @@ def _map_section(results: dict[str, Any], out: Path) -> list[str]:
         lines.append(f"| {cell['finetune_steps']} | {cell['images_per_class']} | {match} | {frac} | {worse} | "
                      f"{better} |")
     return lines + [""]
+
+
+def _by_size(grid: dict[tuple[int, int], dict[str, Any]], ipcs: list[int]) -> str:
+    """Per target-set size: the mean relative change over fine-tune lengths and the resolved cells' count (does
+    DoG's gain shrink on very small target sets?)."""
+    parts = []
+    for n in ipcs:
+        col = [e for (_, k), e in grid.items() if k == n and e["rel_change"] is not None]
+        if col:
+            mean = sum(e["rel_change"] for e in col) / len(col)
+            won = sum(e["better"] == "dog" for e in col)
+            parts.append(f"{n}/class: mean {mean:+.1f}%, DoG resolved better in {won} of {len(col)}")
+    return "By images per class: " + "; ".join(parts) + "." if parts else ""
 
 
 def _rows_table(summary: list[dict[str, Any]], rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
