@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, Callable
 
 from ..core.guidance import METHODS
@@ -127,6 +128,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latent-scale", type=float, default=None, help="latent scale (default from config, 0.18215)")
     p.add_argument("--which", choices=["ema", "model"], default="ema", help="weights of a training checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    p.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default="auto",
+                   help="network arithmetic (autocast; the diffusion arithmetic stays float32): auto = fp32 on a CPU, "
+                   "tf32 on a CUDA GPU that has it (as the authors' script); part of the settings key")
+    p.add_argument("--compile", action="store_true", help="run the networks through torch.compile (first batch "
+                   "pays the compile time; falls back to eager with a one-line note where unavailable)")
     p.add_argument("--png", action="store_true", help="also write one PNG per sample to OUT/images")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true",
@@ -136,6 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.precision import resolve_precision
     from ..io.distributed import init_distributed, shutdown
     from ..pipelines.generate import GenerationSettings, generate, load_models, parse_labels
     from . import check_out_dir
@@ -146,9 +153,10 @@ def run(args: argparse.Namespace) -> int:
     probe = as_option(lambda: GenerationSettings(
         method=args.method, scale=args.scale, channels=args.channels, interval=args.interval, sampler=args.sampler,
         steps=args.steps, eta=args.eta, clip_denoised=clip, options=dict(args.sampler_options),
-        seeds=args.seeds))
+        precision=args.precision, seeds=args.seeds))
     dist = init_distributed(args.device)
     try:
+        as_option(lambda: resolve_precision(args.precision, dist.device))  # tf32 on a CPU: refused before loading
         models = load_models(args.model, args.guide, which=args.which, vae=args.vae, latent_scale=args.latent_scale,
                              device=dist.device, prediction=args.prediction)
         guide_prediction = models.guide.prediction if models.guide is not None else None
@@ -156,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
         labels = as_option(lambda: parse_labels(args.labels, len(args.seeds), models.config.num_classes))
         settings = GenerationSettings.from_dict({**probe.to_dict(), "labels": labels})
         record = generate(settings, models, args.out, batch_size=args.batch_size, shard_size=args.shard_size,
-                          dist=dist, png_dir=args.png, progress=not args.no_progress, overwrite=args.overwrite)
+                          dist=dist, png_dir=args.png, progress=not args.no_progress, overwrite=args.overwrite,
+                          compile=args.compile)
+        note = (record.get("compile") or {}).get("note")
+        if note and dist.is_main:
+            print(note, file=sys.stderr)
         if dist.is_main:
             print(f"wrote {record['num_samples']} samples to {args.out} (samples.npz, grid.png, settings.json; "
                   f"{record['generated_now']} generated now)")

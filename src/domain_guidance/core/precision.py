@@ -16,6 +16,7 @@ generation settings.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 from typing import Any, Callable, Iterator
 
@@ -148,10 +149,10 @@ def compile_unavailable() -> str | None:
     if not hasattr(torch, "compile"):
         return f"torch {torch.__version__} has no torch.compile"
     try:
-        import torch._dynamo  # noqa: F401
+        dynamo = importlib.import_module("torch._dynamo")
     except Exception as e:  # pragma: no cover - depends on the platform
         return f"torch.compile is unavailable ({type(e).__name__}: {e})"
-    if not torch._dynamo.is_dynamo_supported():
+    if not dynamo.is_dynamo_supported():
         return "torch.compile is not supported on this Python/platform"
     return None
 

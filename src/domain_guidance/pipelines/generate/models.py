@@ -6,6 +6,7 @@ the weights (sha256 + config) that together with ``GenerationSettings`` decides 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import torch
 from ...core.denoiser import Denoiser
 from ...core.guidance import GuidedDenoiser, build_guided_denoiser
 from ...core.models.config import DiTConfig
+from ...core.precision import CompiledModule, maybe_compile, resolve_precision
 from ...core.sampling import sample_from_seeds
 from ...io.checkpoints import load_model, sha256_file
 from .settings import GenerationSettings
@@ -38,6 +40,11 @@ class Models:
     @property
     def config(self) -> DiTConfig:
         return self.finetuned.config
+
+    @property
+    def device(self) -> torch.device:
+        """Where the fine-tuned network's weights are (decides the default precision)."""
+        return next(self.finetuned.net.parameters()).device
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -66,15 +73,30 @@ def build_denoiser(settings: GenerationSettings, models: Models) -> GuidedDenois
     if why is not None:
         raise ValueError(f"method {settings.method!r}: {why}")
     guide = models.guide if settings.method == "dog" else None
-    return build_guided_denoiser(settings.method, models.finetuned, guide, settings.scale, settings.channels,
+    denoiser = build_guided_denoiser(settings.method, models.finetuned, guide, settings.scale, settings.channels,
                                  settings.interval)
+    return _at_precision(denoiser, resolve_precision(settings.precision, models.device))
+
+
+def _at_precision(denoiser: GuidedDenoiser, precision: str) -> GuidedDenoiser:
+    """``denoiser`` whose branches run at ``precision``, as fresh Denoisers (evaluation counters at 0)."""
+    copies: dict[int, Denoiser] = {}
+
+    def fresh(d: Any) -> Any:
+        if not isinstance(d, Denoiser):
+            return d
+        if id(d) not in copies:  # CFG: one Denoiser serves both branches and stays one
+            copies[id(d)] = dataclasses.replace(d, precision=precision, evaluations=0)
+        return copies[id(d)]
+
+    return dataclasses.replace(denoiser, cond=fresh(denoiser.cond), uncond=fresh(denoiser.uncond))
 
 
 @torch.no_grad()
 def sample_images(settings: GenerationSettings, models: Models, denoiser: GuidedDenoiser | None = None,
                   device: torch.device | str = "cpu", decode: bool = True) -> torch.Tensor:
     """Samples of ``settings.seeds`` / ``settings.labels`` in [-1, 1] (decoded), (N, C, H, W), in memory."""
-    s = settings.resolved(models.config.latent)
+    s = settings.resolved(models.config.latent, models.device)
     denoiser = denoiser if denoiser is not None else build_denoiser(s, models)
     labels = torch.tensor(s.labels, dtype=torch.long)
     x = sample_from_seeds(denoiser, s.seeds, labels, models.shape, device=device, sampler=s.sampler, steps=s.steps,
@@ -85,9 +107,40 @@ def sample_images(settings: GenerationSettings, models: Models, denoiser: Guided
     return x.clamp(-1, 1) if decode else x
 
 
+def evaluations_per_image(denoiser: GuidedDenoiser, n_images: int) -> dict[str, float] | None:
+    """Per-sample network evaluations per image made through ``denoiser`` since it was built, by branch
+    ("model": the fine-tuned network, both halves for CFG; "guide": DoG's or autoguidance's guide) and in total."""
+    branches = {"model": denoiser.cond}
+    if denoiser.uncond is not None and denoiser.uncond is not denoiser.cond:
+        branches["guide"] = denoiser.uncond
+    counts = {k: getattr(d, "evaluations", None) for k, d in branches.items()}
+    if n_images < 1 or any(v is None for v in counts.values()):
+        return None
+    per_image = {k: round(v / n_images, 3) for k, v in counts.items()}
+    per_image["total"] = round(sum(counts.values()) / n_images, 3)
+    return per_image
+
+
+def compile_models(models: Models, enabled: bool = True) -> tuple[Models, list[str]]:
+    """``models`` with every network run through ``torch.compile`` (a network shared by two Denoisers, as a
+    LoRA fine-tune and its adapter-off guide, stays one object), and the fallback notes (empty when it compiles)."""
+    if not enabled:
+        return models, []
+    wrapped: dict[int, torch.nn.Module] = {}
+    changes: dict[str, Denoiser] = {}
+    for f in dataclasses.fields(models):
+        d = getattr(models, f.name)
+        if isinstance(d, Denoiser) and not isinstance(d.net, CompiledModule):
+            net = wrapped.setdefault(id(d.net), maybe_compile(d.net, True))
+            changes[f.name] = dataclasses.replace(d, net=net)
+    notes = sorted({m.note for m in wrapped.values() if isinstance(m, CompiledModule) and m.note})
+    return dataclasses.replace(models, **changes), notes
+
+
 def settings_key(settings: GenerationSettings, models: Models) -> str:
     """sha256 of everything that decides the pixels of every image: settings (not the seed list) + weights."""
-    record = {"settings": settings.resolved(models.config.latent).pixel_fields(), "models": models.identity}
+    record = {"settings": settings.resolved(models.config.latent, models.device).pixel_fields(),
+              "models": models.identity}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.guidance import METHODS
+from ...core.precision import PRECISIONS, resolve_precision
 from ...core.sampling import get_sampler
 from ...io.config_files import ConfigMixin
 
@@ -34,6 +35,7 @@ class GenerationSettings(ConfigMixin):
     eta: float = 0.0
     clip_denoised: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)  # further keyword options of the sampler
+    precision: str = "auto"  # network arithmetic: fp32, tf32, bf16, fp16; auto: fp32 on a CPU, tf32 on CUDA
     seeds: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
 
@@ -58,6 +60,8 @@ class GenerationSettings(ConfigMixin):
         if self.eta != 0 and self.sampler != "ddim":
             raise ValueError(f"eta: applies to the ddim sampler only, got eta={self.eta:g} with {self.sampler!r}")
         self.options = dict(self.options)
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise ValueError(f"precision: unknown {self.precision!r}; expected auto or one of {', '.join(PRECISIONS)}")
         allowed = sampler_options(spec.fn)
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:
@@ -82,12 +86,15 @@ class GenerationSettings(ConfigMixin):
         """The fields that decide every image of the set (seeds and labels decide which images)."""
         d = self.to_dict()
         del d["seeds"], d["labels"]
+        if d.get("precision") == "fp32":  # the arithmetic of every set made before the field: their keys stay valid
+            del d["precision"]
         return d
 
-    def resolved(self, latent: bool) -> "GenerationSettings":
-        """A copy with ``clip_denoised`` decided for a pixel (``latent=False``) or latent model."""
+    def resolved(self, latent: bool, device: Any = "cpu") -> "GenerationSettings":
+        """A copy with ``clip_denoised`` decided for a pixel (``latent=False``) or latent model, and ``precision``
+        for ``device`` (auto: fp32 on a CPU, tf32 on a CUDA GPU that has it; one the device lacks is refused)."""
         clip = (not latent) if self.clip_denoised is None else bool(self.clip_denoised)
-        return dataclasses.replace(self, clip_denoised=clip)
+        return dataclasses.replace(self, clip_denoised=clip, precision=resolve_precision(self.precision, device))
 
 
 # keywords every sampler takes from the settings' own fields or the pipeline, not from ``options``

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ...core.precision import CompiledModule
 from ...core.sampling import check_prediction, get_sampler
 from ...io.atomic import write_json
 from ...io.distributed import DistInfo, barrier
 from ...io.images import save_grid, save_npz, save_png, to_uint8
-from .models import Models, build_denoiser, sample_images, settings_key
+from .models import Models, build_denoiser, compile_models, evaluations_per_image, sample_images, settings_key
 from .settings import GenerationSettings
 
 RECORD, MERGED, GRID, SHARDS = "settings.json", "samples.npz", "grid.png", "shards"
@@ -118,7 +119,7 @@ def _clear(out: Path) -> None:
 
 def generate(settings: GenerationSettings, models: Models, out: str | Path, *, batch_size: int = 16,
              shard_size: int = 1000, dist: DistInfo = DistInfo(), png_dir: bool = False, progress: bool = True,
-             overwrite: bool = False) -> dict[str, Any]:
+             overwrite: bool = False, compile: bool = False) -> dict[str, Any]:
     """Write shards of samples to ``out/shards`` (resumable), then merge on rank 0; the one generation road.
 
     Returns the record also written to ``out/settings.json``: the settings, the weights' identity,
@@ -127,7 +128,8 @@ def generate(settings: GenerationSettings, models: Models, out: str | Path, *, b
     if batch_size < 1 or shard_size < 1:
         raise ValueError(f"batch size and shard size must be >= 1, got {batch_size} and {shard_size}")
     out = Path(out)
-    settings = settings.resolved(models.config.latent)
+    settings = settings.resolved(models.config.latent, models.device)  # precision auto -> fp32 (CPU) / tf32 (CUDA)
+    models, _ = compile_models(models, compile)  # not part of the key: the same arithmetic, traced
     if not settings.labels:
         raise ValueError("settings.labels is empty: give one label per seed (parse_labels / balanced_labels)")
     bad = [y for y in settings.labels if not 0 <= y < models.config.num_classes]
@@ -136,6 +138,7 @@ def generate(settings: GenerationSettings, models: Models, out: str | Path, *, b
     denoiser = build_denoiser(settings, models)  # refuses an impossible method before anything is written
     check_prediction(get_sampler(settings.sampler), denoiser)  # and a model the sampler cannot integrate
     key, identity = settings_key(settings, models), _identity_record(settings, models)
+    earlier_nfe = _recorded(out / RECORD, key, NFE)  # kept by a rerun that has nothing left to generate
     if not overwrite:
         _check_folder(out, key, identity, settings)
     barrier(dist)
@@ -177,13 +180,38 @@ def generate(settings: GenerationSettings, models: Models, out: str | Path, *, b
         save_npz(_shard_path(out, k), batch, labels=np.array(labels[lo:hi]), seeds=np.array(seeds[lo:hi]),
                  key=np.array(key))
     bar.close()
+    nfe = evaluations_per_image(denoiser, n_todo) if n_todo else earlier_nfe
     barrier(dist)
-    record.update(status="complete", generated_now=n_todo, seconds=round(time.time() - t0, 3))
+    record.update(status="complete", generated_now=n_todo, seconds=round(time.time() - t0, 3), **{NFE: nfe})
+    if compile:
+        record["compile"] = compile_record(denoiser)
     if dist.is_main:
         merge_shards(out, n_shards)
         write_json(out / RECORD, record)
     barrier(dist)
     return record
+
+
+NFE = "network_evaluations_per_image"  # settings.json: per-sample network calls per image, by branch and total
+
+
+def _recorded(path: Path, key: str, name: str) -> Any:
+    """``name`` from an earlier record of the same settings key (a rerun that generated nothing), else None."""
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return prev.get(name) if isinstance(prev, dict) and prev.get("key") == key else None
+
+
+def compile_record(denoiser: Any) -> dict[str, Any]:
+    """What --compile did: compiled or not, the first call's seconds (tracing + code generation), fallback note."""
+    nets = {id(d.net): d.net for d in (denoiser.cond, denoiser.uncond) if d is not None and hasattr(d, "net")}
+    mods = [m for m in nets.values() if isinstance(m, CompiledModule)]
+    notes = sorted({m.note for m in mods if m.note})
+    seconds = [m.compile_seconds for m in mods if m.compile_seconds is not None]
+    return {"compiled": bool(mods) and not notes, "first_call_seconds": round(sum(seconds), 3) if seconds else None,
+            "note": "; ".join(notes) or None}
 
 
 def merge_shards(out: Path, n_shards: int, grid_size: int = 64) -> Path:
