@@ -40,7 +40,7 @@ def test_file_then_set_precedence_toml_and_yaml(tmp_path):
 def test_bad_keys_and_values_are_named():
     with pytest.raises(ValueError, match="unknown config key 'data.datset'"):
         resolve_config("cpu-tiny", sets=["data.datset=x"])
-    with pytest.raises(ValueError, match="mode must be 'full' or 'lora'"):
+    with pytest.raises(ValueError, match="mode must be 'full', 'lora' or 'difffit'"):
         resolve_config("cpu-tiny", sets=["mode=half"])
     with pytest.raises(ValueError, match="needs a pre-trained checkpoint"):
         resolve_config(None, sets=["data.dataset=digits"])

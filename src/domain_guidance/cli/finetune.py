@@ -71,8 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--base", default=None, help="shortcut for base=PATH and init=base: the pre-trained checkpoint or "
                                                  "run directory to start from, also over a scratch preset such as "
                                                  "cpu-tiny (default: from the config; required unless init=scratch)")
-    ft.add_argument("--mode", choices=["full", "lora"], default=None,
-                    help="full fine-tuning or LoRA (default: from the config, full)")
+    ft.add_argument("--mode", choices=["full", "lora", "difffit"], default=None,
+                    help="full fine-tuning, LoRA, or DiffFit (biases, per-block scales and the label table only; "
+                    "the guide is the base with them off) (default: from the config, full)")
+    ft.add_argument("--single-pass", dest="single_pass", type=float, default=None, metavar="W",
+                    help="shortcut for single_pass.enabled=true single_pass.w=W: bake DoG at weight W into the "
+                    "target (DogFit), so the result samples unguided at one network evaluation per step; see "
+                    "single_pass.start_step / cutoff / w_cond (default: off)")
     ft.set_defaults(func=run_finetune)
 
     pt = sub.add_parser(
@@ -97,6 +102,8 @@ def _resolve(args: argparse.Namespace, pretrain: bool):
     shortcuts = [(flag, f"{key}={value}") for flag, (key, value) in flags.items() if value is not None]
     if args.no_progress:
         shortcuts.append(("--no-progress", "progress=false"))
+    if getattr(args, "single_pass", None) is not None:
+        shortcuts += [("--single-pass", "single_pass.enabled=true"), ("--single-pass", f"single_pass.w={args.single_pass}")]
     if pretrain:
         shortcuts.insert(0, ("dog pretrain", "init=scratch"))
         preset = PRESETS.get(args.preset or "", {})

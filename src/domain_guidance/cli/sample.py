@@ -101,7 +101,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what --model and --guide predict: auto reads it from the checkpoint (our configs, a SiT "
                    "training checkpoint's args; a file without a config counts as eps); velocity for official raw "
                    "SiT weights (SiT-XL-2-256x256.pt). A LoRA dir's stored configs win")
-    p.add_argument("--method", choices=METHODS, default="dog", help="guidance method")
+    p.add_argument("--autoguide", default=None, help="guide checkpoint of --method autoguidance: a weaker model of "
+                   "the same classes (an earlier checkpoint of the fine-tune, a smaller model), called at the same label")
+    p.add_argument("--model-w", type=float, default=None, help="w fed to a w-conditioned single-pass model "
+                   "(sampled with --method unguided: one network evaluation per step); default: the w it records")
+    p.add_argument("--method", choices=METHODS, default="dog", help="guidance method (a single-pass model: unguided)")
     p.add_argument("--scale", "-w", type=float, default=1.5, help="guidance weight w")
     p.add_argument("--channels", type=positive_int, default=None,
                    help="guide only the first N eps channels (3 reproduces the authors' release); default all")
@@ -153,12 +157,12 @@ def run(args: argparse.Namespace) -> int:
     probe = as_option(lambda: GenerationSettings(
         method=args.method, scale=args.scale, channels=args.channels, interval=args.interval, sampler=args.sampler,
         steps=args.steps, eta=args.eta, clip_denoised=clip, options=dict(args.sampler_options),
-        precision=args.precision, seeds=args.seeds))
+        precision=args.precision, seeds=args.seeds, model_w=args.model_w))
     dist = init_distributed(args.device)
     try:
         as_option(lambda: resolve_precision(args.precision, dist.device))  # tf32 on a CPU: refused before loading
         models = load_models(args.model, args.guide, which=args.which, vae=args.vae, latent_scale=args.latent_scale,
-                             device=dist.device, prediction=args.prediction)
+                             device=dist.device, prediction=args.prediction, autoguide=args.autoguide)
         guide_prediction = models.guide.prediction if models.guide is not None else None
         check_predictions(args, models.config.prediction, guide_prediction)
         labels = as_option(lambda: parse_labels(args.labels, len(args.seeds), models.config.num_classes))

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import torch
 
 from ...core.denoiser import Denoiser
-from ...core.guidance import GuidedDenoiser, build_guided_denoiser
+from ...core.guidance import METHODS, GuidedDenoiser, build_guided_denoiser
+from ...core.models.dit import FixedW
 from ...core.models.config import DiTConfig
 from ...core.precision import CompiledModule, maybe_compile, resolve_precision
 from ...core.sampling import sample_from_seeds
@@ -36,6 +37,8 @@ class Models:
     decode: Decoder | None = None
     identity: dict[str, Any] = field(default_factory=dict)  # sha256s and configs: part of the settings key
     sources: dict[str, Any] = field(default_factory=dict)  # paths as given: recorded, not part of the key
+    autoguide: Denoiser | None = None  # autoguidance: a weaker model of the same classes (its own checkpoint)
+    distilled: dict[str, Any] | None = None  # a single-pass (guidance-distilled) model's record: w, w_cond, ...
 
     @property
     def config(self) -> DiTConfig:
@@ -60,11 +63,28 @@ class Models:
             return "DoG needs the pre-trained model as guide: pass --guide (a LoRA fine-tune brings its own)"
         if method == "dog" and self.guide is not None and self.guide.null_label is None:
             return "DoG needs a guide with a null label; this pre-trained model has none"
+        if method == "autoguidance" and self.autoguide is None:
+            return ("autoguidance needs its guide checkpoint: pass --autoguide (a weaker model of the same classes, "
+                    "e.g. an earlier checkpoint of this fine-tune)")
         return None
 
     def methods(self) -> list[str]:
-        """The methods these models can draw, of unguided / cfg / dog."""
-        return [m for m in ("unguided", "cfg", "dog") if self.unavailable(m) is None]
+        """The methods these models can draw, of unguided / cfg / dog / autoguidance."""
+        return [m for m in METHODS if self.unavailable(m) is None]
+
+    def sampling_w(self, model_w: float | None) -> float | None:
+        """The w fed to a w-conditioned single-pass model (None for any other model; refused there)."""
+        if not self.config.w_embed:
+            if model_w is not None:
+                raise ValueError(f"model_w={model_w:g} applies to a w-conditioned single-pass model; this model has no w "
+                                 "input (config w_embed is false): use --scale with a guidance method instead")
+            return None
+        if model_w is not None:
+            return model_w
+        recorded = (self.distilled or {}).get("w")
+        if recorded is None:
+            raise ValueError("this w-conditioned model records no default w: pass --model-w W")
+        return float(recorded)
 
 
 def build_denoiser(settings: GenerationSettings, models: Models) -> GuidedDenoiser:
@@ -72,8 +92,12 @@ def build_denoiser(settings: GenerationSettings, models: Models) -> GuidedDenois
     why = models.unavailable(settings.method)
     if why is not None:
         raise ValueError(f"method {settings.method!r}: {why}")
-    guide = models.guide if settings.method == "dog" else None
-    denoiser = build_guided_denoiser(settings.method, models.finetuned, guide, settings.scale, settings.channels,
+    guide = {"dog": models.guide, "autoguidance": models.autoguide}.get(settings.method)
+    finetuned = models.finetuned
+    w = models.sampling_w(settings.model_w)
+    if w is not None:  # a single-pass model with w as input: one evaluation per step at the chosen w
+        finetuned = dataclasses.replace(finetuned, net=FixedW(finetuned.net, w))
+    denoiser = build_guided_denoiser(settings.method, finetuned, guide, settings.scale, settings.channels,
                                  settings.interval)
     return _at_precision(denoiser, resolve_precision(settings.precision, models.device))
 
@@ -167,7 +191,7 @@ PREDICTIONS = ("auto", "eps", "velocity")
 
 def load_models(model: str, guide: str | None = None, *, which: str = "ema", vae: str | None = None,
                 latent_scale: float | None = None, device: torch.device | str = "cpu",
-                decoder: bool = True, prediction: str = "auto") -> Models:
+                decoder: bool = True, prediction: str = "auto", autoguide: str | None = None) -> Models:
     """Load the fine-tuned checkpoint, its guide and (for latent models) the VAE decoder.
 
     A LoRA checkpoint brings its own guide: the same network with the adapter off, using the
@@ -176,6 +200,8 @@ def load_models(model: str, guide: str | None = None, *, which: str = "ema", vae
     ``prediction`` ("eps" or "velocity") declares what both networks predict where a checkpoint
     cannot say (an official raw ``SiT-XL-2-256x256.pt``); "auto" keeps the stored or inferred one.
     A LoRA checkpoint's stored configs win: a declaration that contradicts them is an error.
+    ``autoguide``: the guide of autoguidance, any checkpoint of the same classes (an earlier one of the
+    same fine-tune, a smaller model), read with the same ``which``.
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction: expected one of {', '.join(PREDICTIONS)}, got {prediction!r}")
@@ -198,6 +224,12 @@ def load_models(model: str, guide: str | None = None, *, which: str = "ema", vae
         guide_den = Denoiser(g.net.to(device), g.config)
         identity["guide"] = {"sha256": weights_sha256(g.path), "which": g.which, "config": g.config.to_dict()}
         sources.update(guide=str(guide), guide_path=str(g.path))
+    auto_den = None
+    if autoguide is not None:
+        a = load_model(autoguide, which=which, **declared)
+        auto_den = Denoiser(a.net.to(device), a.config)
+        identity["autoguide"] = {"sha256": weights_sha256(a.path), "which": a.which, "config": a.config.to_dict()}
+        sources.update(autoguide=str(autoguide), autoguide_path=str(a.path))
     decode = None
     if not ft.config.latent and (vae is not None or latent_scale is not None):
         raise ValueError(f"--vae / --latent-scale apply to latent models; {model} works in pixels, so they would "
@@ -212,4 +244,5 @@ def load_models(model: str, guide: str | None = None, *, which: str = "ema", vae
         decode = VAE.from_pretrained(source, scale=scale, device=device).decode
         identity["decoder"] = _vae_identity(str(source), scale)
         sources["vae"] = str(source)
-    return Models(finetuned, guide_den, decode, identity, sources)
+    distilled = ft.metadata.get("guidance_distilled") if isinstance(ft.metadata, dict) else None
+    return Models(finetuned, guide_den, decode, identity, sources, auto_den, distilled)

@@ -36,6 +36,7 @@ class GenerationSettings(ConfigMixin):
     clip_denoised: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)  # further keyword options of the sampler
     precision: str = "auto"  # network arithmetic: fp32, tf32, bf16, fp16; auto: fp32 on a CPU, tf32 on CUDA
+    model_w: float | None = None  # w fed to a w-conditioned single-pass model (None: the w it was trained for)
     seeds: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
 
@@ -70,6 +71,10 @@ class GenerationSettings(ConfigMixin):
         bad = [k for k, v in self.options.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise ValueError(f"options: {bad[0]}={self.options[bad[0]]} is not finite")
+        if self.model_w is not None:
+            self.model_w = float(self.model_w)
+            if not math.isfinite(self.model_w):
+                raise ValueError(f"model_w: expected a finite guidance weight for a w-conditioned model, got {self.model_w}")
         if self.method == "unguided":  # nothing below changes an unguided sample: record it plainly
             self.scale, self.channels, self.interval = 1.0, None, None
         if self.channels is not None and int(self.channels) < 1:
@@ -88,6 +93,8 @@ class GenerationSettings(ConfigMixin):
         del d["seeds"], d["labels"]
         if d.get("precision") == "fp32":  # the arithmetic of every set made before the field: their keys stay valid
             del d["precision"]
+        if d.get("model_w") is None:  # unused: keys of sets made before the field existed stay valid
+            d.pop("model_w", None)
         return d
 
     def resolved(self, latent: bool, device: Any = "cpu") -> "GenerationSettings":

@@ -6,7 +6,9 @@ One optimizer step ``n`` (1-based; the 0-based index ``s = n - 1`` seeds it):
 2. per-sample diffusion seeds draw the timestep, the label-drop coin and the noise;
 3. dropped labels become the model's null label (not the network's own RNG dropout);
 4. the loss of the model's kind: ADM (eps MSE + variational bound) for DiT (eps) models, SiT's
-   flow-matching velocity MSE (t uniform in [0, 1], t = 0 noise) for velocity models; all-reduced
+   flow-matching velocity MSE (t uniform in [0, 1], t = 0 noise) for velocity models; with
+   ``single_pass`` the target moves by the DoG offset of the EMA teacher and the frozen guide
+   (computed before the trained forward: the EMA swap must not touch saved activations); all-reduced
    for the log and the finiteness check;
    a NaN/inf loss or gradient norm stops the run BEFORE the update, and nothing is saved after it;
 5. backward (DDP averages gradients), clip, AdamW, EMA;
@@ -37,6 +39,7 @@ from .ema import EMA
 from .grid import check_grid_sampler, draw_grid
 from .logging import RunLogger
 from .model import Models, build_models, export_for_sampling, load_base
+from .single_pass import SinglePassTarget, guided_losses
 from .state import (STATE_FORMAT, capture_rng, clean_stale, data_differences, find_latest, load_train_state,
                     restore_rng, resume_differences, save_checkpoint_dir)
 
@@ -78,6 +81,7 @@ class _Trainer:
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dist.device.type == "cuda")
+        self.single_pass: SinglePassTarget | None = None
 
     def _checkpoint_to_resume(self, resume: bool) -> Path | None:
         latest = find_latest(self.run_dir)
@@ -143,10 +147,10 @@ class _Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         net = self.models.net
-        if self.models.mode == "lora":
+        if self.models.mode in ("lora", "difffit"):
             missing = sorted(set(self.trainable) - set(state["model"]))
             if missing:
-                raise ValueError(f"{self.resume_from}: training state lacks LoRA tensors {missing[:5]}")
+                raise ValueError(f"{self.resume_from}: training state lacks {self.models.mode} tensors {missing[:5]}")
             net.load_state_dict(state["model"], strict=False)
         else:
             net.load_state_dict(state["model"])
@@ -155,12 +159,26 @@ class _Trainer:
         restore_rng(state["rng"])
         self.step = int(state["step"])
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _single_pass(self, flow: bool, diffusion: Any) -> SinglePassTarget | None:
+        """The single-pass (DogFit) target of this run, or None; the guide is the frozen pre-trained model."""
+        if not self.cfg.single_pass.enabled:
+            return None
+        m = self.models
+        if m.guide_net is None or m.base_config is None:
+            raise ValueError("single_pass needs a pre-trained base as guide (init='base')")
+        return SinglePassTarget(self.cfg.single_pass, m.net, m.guide_net, m.base_config.null_label,
+                                m.guide_is_adapter_off, flow, 1 if flow else diffusion.num_timesteps,
+                                m.config.in_channels)
+
     # ----- checkpoints -----
     def state_dict(self) -> dict[str, Any]:
         models, ema = self.models, self.ema
-        model_sd = ({n: p.detach() for n, p in self.trainable.items()} if models.mode == "lora"
-                    else models.net.state_dict())
-        ema_sd = dict(ema.shadow) if models.mode == "lora" else {**models.net.state_dict(), **ema.shadow}
+        small = models.mode in ("lora", "difffit")  # only what trains; the frozen base is the base checkpoint
+        model_sd = {n: p.detach() for n, p in self.trainable.items()} if small else models.net.state_dict()
+        ema_sd = dict(ema.shadow) if small else {**models.net.state_dict(), **ema.shadow}
         return {"format": STATE_FORMAT, "version": 1, "step": self.step,
                 "data_position": self.step * self.cfg.batch_size, "mode": models.mode, "model": model_sd,
                 "ema": ema_sd, "optimizer": self.opt.state_dict(), "rng": capture_rng(),
@@ -177,6 +195,8 @@ class _Trainer:
                     "base": None if self.models.base_path is None else
                     {"path": str(self.models.base_path), "sha256": self.models.base_sha256,
                      "which": self.models.base_which}}
+            if self.single_pass is not None:  # guidance-distilled: sampled unguided, one evaluation per step
+                meta["guidance_distilled"] = self.single_pass.record(self.models.base_sha256)
             path = save_checkpoint_dir(self.run_dir, self.step, self.state_dict(),
                                        lambda p: export_for_sampling(self.models, self.ema, p, meta),
                                        self.cfg.keep_last)
@@ -234,6 +254,7 @@ class _Trainer:
 
         flow = models.config.prediction == "velocity"  # SiT: flow matching; DiT: ADM diffusion
         diffusion = None if flow else create_diffusion("", learn_sigma=models.config.learn_sigma)
+        sp = self.single_pass = self._single_pass(flow, diffusion)
         model = wrap_ddp(models.net, dist)
         keys = StepKeys(len(data.dataset), cfg.batch_size, cfg.seed)
         part = local_slice(cfg.batch_size, dist)
@@ -255,10 +276,20 @@ class _Trainer:
             if null is not None:
                 y = torch.where(drop, torch.full_like(y, null), y)
             x_t = flow_training_inputs(x0, noise, t) if flow else diffusion.q_sample(x0, t, noise)
-            with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out = model(x_t, t, y)  # (b, out_channels, H, W)
-            terms = (flow_matching_losses(out.float(), x0, noise) if flow
-                     else diffusion.training_losses(out.float(), x0, x_t, t, noise))
+            kw, offset = {}, None
+            if sp is not None:
+                w = sp.weights(rng)  # (b,) drawn after the noise: the plain run's draws are unchanged
+                active = sp.active(t, n, ~drop)  # (b,) rows whose target gets the offset
+                offset = sp.offset(x_t, t, y, w, active, self.ema, self.trainable, self._autocast())  # (b, C, H, W)
+                if (w_in := sp.model_w(w, active)) is not None:
+                    kw["w"] = w_in
+            with self._autocast():
+                out = model(x_t, t, y, **kw)  # (b, out_channels, H, W)
+            if offset is not None:
+                terms = guided_losses(out.float(), x0, x_t, t, noise, offset, diffusion)
+            else:
+                terms = (flow_matching_losses(out.float(), x0, noise) if flow
+                         else diffusion.training_losses(out.float(), x0, x_t, t, noise))
             loss = terms["loss"].mean()
             if cfg.debug_nan_at_step == n:
                 loss = loss * float("nan")

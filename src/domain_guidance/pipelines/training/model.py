@@ -1,9 +1,11 @@
-"""The networks of a run: a new DiT (pre-training), a full fine-tune, or LoRA on a frozen base.
+"""The networks of a run: a new DiT (pre-training), a full fine-tune, LoRA or DiffFit on a frozen base.
 
 Full fine-tuning keeps the pre-trained network as a separate frozen copy (the DoG guide of the
 sample grids): two copies of the weights. LoRA keeps one: the guide is the same network with the
 adapter off and its own (pre-trained) label table, while the new K(+1)-row target table is a
-separate trainable table.
+separate trainable table. DiffFit keeps one too: the guide is the frozen base module inside it
+(its factors never touch it); the export folds the factors into an ordinary DiT checkpoint.
+A single-pass run with w as an input adds a w embedder (zero output when fresh) to the trained net.
 
 Label dropout is not done by the network here: the loop replaces dropped labels by the null
 label from each sample's own seed, so it does not depend on the number of processes. The
@@ -22,6 +24,7 @@ from torch import nn
 
 from ...core.models import DiT, DiTConfig, dit_config
 from ...core.models.adapters import add_lora, has_adapter
+from ...core.models.difffit import DiffFit
 from ...core.models.dit import LabelEmbedder
 from ...io.checkpoints import checkpoint_sha256, load_model, retarget, save_checkpoint, save_lora
 from .config import TrainConfig
@@ -35,7 +38,7 @@ class Models:
     net: nn.Module
     config: DiTConfig  # the trained (target) model's config: its classes and null label
     base_config: DiTConfig | None = None
-    guide_net: nn.Module | None = None  # full: a frozen copy of the base; lora: `net` itself (adapter off)
+    guide_net: nn.Module | None = None  # full: a frozen copy of the base; lora: `net` itself (adapter off); difffit: net.base
     base_path: Path | None = None
     base_sha256: str | None = None
     mode: str = "full"
@@ -108,7 +111,15 @@ def build_models(cfg: TrainConfig, num_classes: int, label_dropout: float, shape
         models = Models(net, config, mode="full")
     else:
         base_net, base_cfg, path, sha = base
-        if cfg.mode == "lora":
+        w_cond = cfg.single_pass.enabled and cfg.single_pass.w_cond
+        if cfg.mode == "difffit":
+            target = base_cfg.replace(num_classes=num_classes, null_class=null, class_dropout_prob=label_dropout,
+                                      **({"vae": vae_source} if vae_source else {}))
+            if w_cond:
+                base_net.add_w_embedder()  # trained; the guide calls the base without w, so it never sees it
+            net = DiffFit(base_net, target)
+            models = Models(net, net.config, base_cfg, net.base, path, sha, "difffit", cfg.base_which)
+        elif cfg.mode == "lora":
             target = base_cfg.replace(num_classes=num_classes, null_class=null, class_dropout_prob=label_dropout,
                                       **({"vae": vae_source} if vae_source else {}))
             lr = cfg.lora
@@ -120,6 +131,9 @@ def build_models(cfg: TrainConfig, num_classes: int, label_dropout: float, shape
             if vae_source:
                 target = target.replace(vae=vae_source)
                 net.config = target
+            if w_cond:
+                net.add_w_embedder()
+                target = net.config
             base_net.requires_grad_(False)
             models = Models(net, target, base_cfg, base_net.eval(), path, sha, "full", cfg.base_which)
     if not models.trainable():
@@ -142,7 +156,11 @@ def export_for_sampling(models: Models, ema: EMA, path: Path, metadata: Mapping[
     was trained (``lora.safetensors``: adapter + target table) + ``lora.json`` (configs, base path
     and sha256). ``path`` must not exist yet.
     """
-    if models.mode == "lora":
+    if models.mode == "difffit":  # the factors folded into the base layout: an ordinary DiT checkpoint
+        with ema.applied(models.trainable()):
+            merged = models.net.merged_state_dict()
+        save_checkpoint(path, merged, models.config, {**metadata, "difffit": {"folded": True}})
+    elif models.mode == "lora":
         with ema.applied(models.trainable()):
             save_lora(path, models.net, base=models.base_path, base_which=models.base_which, target_config=models.config,
                       base_sha256=models.base_sha256, metadata=dict(metadata))
