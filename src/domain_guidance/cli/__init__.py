@@ -21,6 +21,8 @@ SUBCOMMANDS = {
     "sweep": "evaluate",
     "toy": "toy",
     "demo": "demo",
+    "data": "data",
+    "reproduce": "reproduce",
 }
 
 # What is kept when a command is interrupted (Ctrl-C): its results are written atomically, piece by piece.
@@ -30,6 +32,8 @@ INTERRUPTED = {
     "sample": "finished shards kept (rerun the same command to resume)",
     "sweep": "finished shards kept (rerun the same command to resume)",
     "demo": "finished stages kept (rerun the same command to resume)",
+    "data": "nothing half-written is kept as prepared (rerun the same command)",
+    "reproduce": "finished stages kept (rerun the same command to resume)",
 }
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
