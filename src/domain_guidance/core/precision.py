@@ -122,10 +122,18 @@ class CompiledModule(nn.Module):
         if reason is not None:
             self.note = f"--compile: {reason}; running eagerly"
         else:
-            self._set_compiled(torch.compile(module, **compile_kwargs))
+            try:
+                self._set_compiled(torch.compile(module, **compile_kwargs))
+            except Exception as e:  # e.g. an unknown backend
+                self._fail(e)
 
     def _set_compiled(self, fn: Callable[..., Any] | None) -> None:
         object.__setattr__(self, "compiled", fn)  # not a registered submodule: state_dict keys stay module.*
+
+    def _fail(self, e: Exception) -> None:
+        self._set_compiled(None)
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        self.note = f"--compile: torch.compile failed ({type(e).__name__}: {first}); running eagerly"
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is None:
@@ -136,9 +144,7 @@ class CompiledModule(nn.Module):
         try:
             out = self.compiled(*args, **kwargs)
         except Exception as e:  # a backend that cannot build here (no compiler, unsupported op): eager
-            self._set_compiled(None)
-            self.note = f"--compile: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); " \
-                        "running eagerly"
+            self._fail(e)
             return self.module(*args, **kwargs)
         self.compile_seconds = time.perf_counter() - t0
         return out
