@@ -160,3 +160,28 @@ def test_cli_reproduce_errors_and_list(tmp_path, capsys):
                  "scale=2"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["finetune"]["steps"] == 5 and printed["reproduce"]["scale"] == 2.0
+
+
+@pytest.mark.slow
+def test_clean_protocol_inception_features(tmp_path, one_thread):
+    """dgm-eval-clean on the real FID Inception: real images of other sizes, resized straight to 299 (no crop)."""
+    from domain_guidance.pipelines.metrics import InceptionExtractor, compute_stats
+    from domain_guidance.pipelines.reproduce.protocols import CleanResized, real_images
+
+    folder = tmp_path / "train" / "a"
+    folder.mkdir(parents=True)
+    for i, size in enumerate([(20, 12), (9, 15)]):
+        (folder / f"{i}.png").write_bytes(fakes.image_bytes(i, size, fmt="PNG"))
+    ext = InceptionExtractor()
+    stats = compute_stats(real_images(tmp_path / "train", "dgm-eval-clean", 8, "inception"),
+                          CleanResized(ext, "inception"), batch_size=2, keep_features=True)
+    assert stats.protocol["image_shape"] == [3, 299, 299] and "clean" in stats.protocol["resize"]
+    by_hand = []
+    for p in sorted(folder.iterdir()):
+        x = clean_resize(np.asarray(Image.open(p).convert("RGB")), 299) / 255.0  # (299, 299, 3)
+        t = torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None] * 2 - 1  # (1, 3, 299, 299) in [-1, 1]
+        with torch.no_grad():
+            by_hand.append(ext.model(t).numpy()[0])  # the network as loaded (not the folded fast copy)
+    np.testing.assert_allclose(stats.features, np.stack(by_hand), atol=2e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="expected float images"):
+        CleanResized(ext, "inception")(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
