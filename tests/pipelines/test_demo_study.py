@@ -165,6 +165,10 @@ def test_steps_ablation_samples_and_comparisons(study) -> None:
                     and r["method"] == m] for m in ("dog", "cfg")}
         assert c["diff"] == pytest.approx(np.mean(vals["dog"]) - np.mean(vals["cfg"]))
         assert c["resolved"] == analysis.resolved(vals["dog"], vals["cfg"])
+    # at the map's own step count the ablation's sets are the map cell's
+    cell = next(c for c in results["cells"] if c["finetune_steps"] == 10)
+    assert {r["samples"] for r in rec["runs"] if r["sampling_steps"] == 5} == {
+        r["samples"] for r in cell["runs"] if r["method"] in ("cfg", "dog")}
     # 3 and 5 sampling steps give different images
     a = load_samples(next(r for r in rec["runs"] if r["sampling_steps"] == 3 and r["seed"] == 0)["samples"])[0]
     b = load_samples(next(r for r in rec["runs"] if r["sampling_steps"] == 5 and r["seed"] == 0)["samples"])[0]
@@ -181,6 +185,13 @@ def test_uncond_guide_is_a_null_only_finetune_used_as_the_guide(study) -> None:
     assert train_cfg["label_dropout"] == 1.0 and train_cfg["steps"] == 10
     assert sorted(int(s) for s in rec["guides"]) == [5, 10]
     assert rec["guides"]["5"].endswith("step_0000005") and rec["guides"]["10"].endswith("step_0000010")
+    # null label only: the class rows of its label table never get a gradient (Adam, no weight decay), the null
+    # row and the rest of the network do
+    tables = [load_models(rec["guides"][k], which="model").finetuned.net.y_embedder.embedding_table.weight
+              for k in ("5", "10")]  # the raw weights (the EMA's arithmetic rounds at 1e-9)
+    assert tables[0].shape == (5, 32)
+    torch.testing.assert_close(tables[0][:4], tables[1][:4], rtol=0, atol=0)
+    assert (tables[0][4] - tables[1][4]).abs().max() > 1e-5
     r = next(r for r in rec["runs"] if r["method"] == "uncond-guide" and r["guide_steps"] == 5 and r["seed"] == 1)
     assert r["guide"] == rec["guides"]["5"]
     # the saved samples are DoG's rule with the step-5 unconditional checkpoint as guide, drawn again here

@@ -66,7 +66,9 @@ def steps_ablation(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) -> dict
                 for method in ("cfg", "dog"):
                     s = GenerationSettings(method=method, scale=study.ablation_w, sampler=cfg.sampler, steps=str(n),
                                            seeds=seeds_of(rep, cfg.samples), labels=labels)
-                    folder = out / "ablation-steps" / f"{set_tag(method, study.ablation_w)}-steps{n}" / f"seed{rep}"
+                    # at the map's own step count (and w) this is the map cell's folder: its sets are found there
+                    folder = (out / "samples" / set_tag(method, w) / f"seed{rep}" if n == int(cfg.steps) else
+                              out / "ablation-steps" / f"{set_tag(method, w)}-steps{n}" / f"seed{rep}")
                     records.append(wb.draw(s, models, folder, {"finetune": f"steps{n}", "sampling_steps": n,
                                                                "method": method, "w": study.ablation_w,
                                                                "interval": None, "seed": rep}))
@@ -129,7 +131,9 @@ def uncond_guide_ablation(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) 
                 # the third guide choice is DoG's rule with the unconditional fine-tune as the guide network
                 s = GenerationSettings(method="cfg" if method == "cfg" else "dog", scale=w, sampler=cfg.sampler,
                                        steps=str(cfg.steps), seeds=seeds_of(rep, cfg.samples), labels=labels)
-                folder = out / "ablation-uncond-guide" / f"{set_tag(method, w)}-{name}" / f"seed{rep}"
+                # CFG and DoG are the map cell's own sets (found in its folder when the map drew them)
+                folder = (out / "samples" / set_tag(method, w) / f"seed{rep}" if name == "reference" else
+                          out / "ablation-uncond-guide" / f"{set_tag(method, w)}-{name}" / f"seed{rep}")
                 records.append(wb.draw(s, models, folder, {"finetune": name, "method": method, "w": w,
                                                            "interval": None, "seed": rep, "guide": guide,
                                                            "guide_steps": guide_steps}))
