@@ -182,3 +182,36 @@ def test_lora_single_pass_runs_and_w_cond_with_lora_is_refused(tmp_path, tiny_ba
         tiny_config(tmp_path / "x", *sets, "single_pass.cutoff=1.5", preset=None)
     with pytest.raises(ValueError, match="start_step=5 is not before steps=2"):
         tiny_config(tmp_path / "x", *sets, "single_pass.start_step=5", preset=None)
+
+
+@pytest.mark.parametrize("mode", ["difffit", "lora"])
+def test_single_pass_resume_is_bit_identical(tmp_path, tiny_base, mode):  # noqa: F811
+    """N steps + resume for N more == 2N in one go, with the late start falling in the second half."""
+    from domain_guidance.pipelines.training import load_train_state
+
+    from ..training.test_resume import EXACT, assert_same_state
+
+    extra = ["lora.rank=2", "lora.dropout=0.1"] if mode == "lora" else ["single_pass.w_cond=true", "single_pass.cutoff=0.7"]
+    sets = [f"base={tiny_base}", "data.dataset=digits", "data.classes=[3, 4]", "data.images_per_class=12",
+            f"mode={mode}", "single_pass.enabled=true", "single_pass.w=2.5", "single_pass.start_step=2", *extra, *EXACT]
+    one = train(tiny_config(tmp_path / "one", "steps=5", *sets, preset=None))
+    first = train(tiny_config(tmp_path / "two", "steps=3", *sets, preset=None))
+    second = train(tiny_config(tmp_path / "two", "steps=5", *sets, preset=None), resume=True)
+    a, b = load_train_state(one.checkpoint), load_train_state(second.checkpoint)
+    assert a["mode"] == mode and all(not k.startswith("base.") or "w_embedder" in k for k in a["model"])
+    assert_same_state(a, b)
+    start = load_train_state(first.checkpoint)
+    assert any(not torch.equal(start["model"][k], a["model"][k]) for k in a["model"])
+
+
+def test_flow_single_pass_w_one_is_the_plain_velocity_loss(tmp_path, tiny_base):  # noqa: F811
+    """A velocity model (the tiny base declared velocity, like the demo's flow source): same rules."""
+    sets = [f"base={tiny_base}", "base_prediction=velocity", "data.dataset=digits", "data.classes=[3, 4]",
+            "steps=2", "label_dropout=0", "ema.decay=0.5"]
+    plain = train(tiny_config(tmp_path / "plain", *sets, preset=None))
+    one = train(tiny_config(tmp_path / "one", *sets, "single_pass.enabled=true", "single_pass.w=1", preset=None))
+    two = train(tiny_config(tmp_path / "two", *sets, "single_pass.enabled=true", "single_pass.w=3", preset=None))
+    a, b, c = _weights(plain.checkpoint), _weights(one.checkpoint), _weights(two.checkpoint)
+    assert load_model(two.checkpoint).config.prediction == "velocity"
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
