@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,6 +28,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 INPUT_SIZE = {"inception": 299, "dinov2": 224}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+WORKERS = min(8, os.cpu_count() or 1)  # threads that decode and resize (PIL releases the GIL while it works)
 DESCRIPTIONS = {
     "dgm-eval-clean": "every image RGB, resized straight to the extractor input (Inception 299, DINOv2 224) with "
                       "PIL bicubic per float channel, clipped, no uint8 rounding (dgm-eval --clean_resize); real "
@@ -70,6 +72,13 @@ def _to_float_batch(arrs: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs) / np.float32(255)).permute(0, 3, 1, 2).contiguous()  # (B, 3, S, S)
 
 
+def _stack(arrs: list[np.ndarray], clean: bool) -> torch.Tensor:
+    """(H, W, 3) arrays -> (B, 3, H, W): float in [0, 1] after a clean resize, else uint8."""
+    if clean:
+        return _to_float_batch(arrs)
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+
+
 def real_images(folder: str | Path, protocol: str, size: int, key: str) -> ImageSet:
     """The reference folder as an ImageSet under ``protocol`` for extractor ``key`` (``size``: sample size)."""
     root = Path(folder)
@@ -86,12 +95,10 @@ def real_images(folder: str | Path, protocol: str, size: int, key: str) -> Image
         return clean_resize(np.asarray(rgb), side) if clean else np.asarray(center_crop_arr(rgb, size))
 
     def reader(bs: int) -> Iterator[torch.Tensor]:
-        for s in range(0, len(files), bs):
-            arrs = [load(p) for p in files[s:s + bs]]
-            if clean:
-                yield _to_float_batch(arrs)  # (B, 3, S, S) float in [0, 1]
-            else:
-                yield torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W) uint8
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for s in range(0, len(files), bs):
+                arrs = list(pool.map(load, files[s:s + bs]))
+                yield _stack(arrs, clean)
 
     notes = [DESCRIPTIONS[protocol]]
     return ImageSet(str(root), len(files), 3, side, side, reader, notes)
@@ -105,10 +112,11 @@ def sample_images(samples: str | Path, protocol: str, key: str) -> ImageSet:
     side = INPUT_SIZE[key]
 
     def reader(bs: int) -> Iterator[torch.Tensor]:
-        for batch in base.batches(bs):  # (B, C, H, W) uint8
-            x = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
-            arrs = [clean_resize(a, side) for a in x.permute(0, 2, 3, 1).numpy()]
-            yield _to_float_batch(arrs)
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for batch in base.batches(bs):  # (B, C, H, W) uint8
+                x = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
+                arrs = list(pool.map(lambda a: clean_resize(a, side), list(x.permute(0, 2, 3, 1).numpy())))
+                yield _to_float_batch(arrs)
 
     return ImageSet(base.source, base.num_images, 3, side, side, reader, [DESCRIPTIONS[protocol]])
 

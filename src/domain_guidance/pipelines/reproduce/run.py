@@ -64,9 +64,10 @@ def stage_prepare(cfg: ReproduceConfig, out: Path, progress: bool) -> dict[str, 
     folder = data_dir(cfg, out)
     manifest = read_manifest(folder)
     if manifest is not None and not cfg.source:
-        return manifest
+        return {**manifest, "reused": True}
     if (folder / cfg.train_split).is_dir() and not cfg.source:
-        return {"dataset": cfg.benchmark, "note": f"{folder} has no manifest.json (not made by dog data prepare)"}
+        return {"dataset": cfg.benchmark, "reused": True,
+                "warnings": [f"{folder} has no manifest.json (not made by `dog data prepare`): split and hashes unknown"]}
     if not cfg.source:
         raise ValueError(f"no prepared data in {folder}: pass --from ARCHIVE (what you downloaded for "
                          f"{cfg.benchmark}) or --data DIR (a folder made by `dog data prepare {cfg.benchmark}`)")
