@@ -143,6 +143,14 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_dinov2, one_thread):
     assert st["finetune"]["skipped"] and st["evaluate"]["computed"] == 0
     assert {m: v["generated_now"] for m, v in st["sample"]["methods"].items()} == {"unguided": 0, "cfg": 0, "dog": 0}
     assert again["rows"] == rows
+    # dgm-eval's --nsample: a seeded subset of the reference folder; only the scores are redone
+    sub = reproduce(cfg.replace(reference_max_images=4), out, progress=False)
+    assert sub["stages"]["evaluate"]["computed"] == 6 and sub["stages"]["finetune"]["skipped"]
+    saved = json.loads((out / "metrics" / "dog-w1.5.pytorch-fid.json").read_text())
+    assert (saved["num_reference"], saved["reference_folder_images"]) == (4, 6)
+    np.random.seed(13579)  # dgm-eval's rule, with the global RNG as it uses it
+    kept = [crops[i] for i in sorted(np.random.choice(6, 4, replace=False))]
+    assert sub["rows"][5]["fd_dinov2"] == pytest.approx(_fd_by_hand(samples, kept, tiny_dinov2, clean=False), rel=1e-4)
     # a rerun with settings that change results is refused, naming them
     with pytest.raises(ValueError, match="scale"):
         reproduce(cfg.replace(scale=2.0), out, progress=False)

@@ -33,6 +33,8 @@ class ReproduceConfig(ConfigMixin):
     prepare_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"partitions": "Partitions.zip"}
     data: str | None = None  # an already prepared folder (dog data prepare); default OUT/data
     train_split: str = "train"  # fine-tuning set and FID reference: the full real training folder
+    reference_max_images: int | None = None  # None: every image; N: dgm-eval --nsample's seeded subset of N
+    reference_seed: int = 13579  # dgm-eval's default seed for that subset
     base: str | None = None  # pre-trained checkpoint (DiT-XL-2-256x256.pt); also the DoG guide
     vae: str | None = None  # local sd-vae-ft-ema folder or hub id (default: the training preset's)
     train_preset: str = "dit-xl2-imagenet-published"
@@ -70,6 +72,9 @@ class ReproduceConfig(ConfigMixin):
         for name in ("num_samples", "sample_batch_size", "shard_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if self.reference_max_images is not None and self.reference_max_images < 2:
+            raise ValueError(f"reference_max_images: expected None (every image) or >= 2, got "
+                             f"{self.reference_max_images}")
         if self.num_samples < 2:
             raise ValueError(f"num_samples: FID needs at least 2 samples, got {self.num_samples}")
         self.scale = float(self.scale)

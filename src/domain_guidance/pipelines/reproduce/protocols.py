@@ -79,10 +79,20 @@ def _stack(arrs: list[np.ndarray], clean: bool) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
 
 
-def real_images(folder: str | Path, protocol: str, size: int, key: str) -> ImageSet:
-    """The reference folder as an ImageSet under ``protocol`` for extractor ``key`` (``size``: sample size)."""
+def subsample(files: list[Path], max_images: int | None, seed: int) -> list[Path]:
+    """At most ``max_images`` of ``files``: dgm-eval's ``--nsample`` rule (legacy numpy RNG seeded with ``seed``,
+    a choice without replacement, kept in file order); all of them when None or when there are fewer."""
+    if max_images is None or len(files) <= max_images:
+        return files
+    keep = sorted(np.random.RandomState(seed).choice(len(files), max_images, replace=False))
+    return [files[i] for i in keep]
+
+
+def real_images(folder: str | Path, protocol: str, size: int, key: str, files: list[Path] | None = None) -> ImageSet:
+    """The reference folder (or ``files`` of it) as an ImageSet under ``protocol`` for extractor ``key``
+    (``size``: the samples' size, to which the pytorch-fid protocol crops)."""
     root = Path(folder)
-    files = list_images(root)
+    files = list_images(root) if files is None else files
     clean = protocol == "dgm-eval-clean"
     side = INPUT_SIZE[key] if clean else size
 

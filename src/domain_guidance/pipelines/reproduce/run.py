@@ -121,7 +121,8 @@ def _save_config(cfg: ReproduceConfig, out: Path) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         keep = ("device", "sample_batch_size", "eval_batch_size", "source", "prepare_options", "methods",
-                "eval_protocols", "metrics", "num_samples", "protocol", "shard_size")
+                "eval_protocols", "metrics", "num_samples", "protocol", "shard_size", "reference_max_images",
+                "reference_seed", "inception_weights", "dinov2_model", "fd_method")  # scores are keyed by these
         diffs = [k for k, v in cfg.to_dict().items() if k not in keep and old.get(k) not in (None, v)]  # None: unset before
         if diffs:
             raise ValueError(f"{out} holds a reproduction with other settings ({', '.join(diffs)}: "

@@ -9,7 +9,8 @@ from typing import Any
 from ...io.atomic import write_json
 from ..metrics import compute_stats, frechet_distance, load_stats, open_images, save_stats
 from .config import ReproduceConfig
-from .protocols import DESCRIPTIONS, CleanResized, folder_fingerprint, list_images, real_images, sample_images
+from .protocols import (DESCRIPTIONS, CleanResized, folder_fingerprint, list_images, real_images, sample_images,
+                        subsample)
 
 METRIC_EXTRACTOR = {"fid": "inception", "fd_dinov2": "dinov2"}
 EXTRACTOR_FIELDS = ("extractor", "weights_sha256", "resize", "preprocess", "feature_dim")
@@ -34,10 +35,10 @@ class Extractors:
         return CleanResized(ext, key) if protocol == "dgm-eval-clean" else ext
 
 
-def reference_stats(cfg: ReproduceConfig, out: Path, reference: Path, protocol: str, key: str, size: int,
-                    ext: Any, fingerprint: str, progress: bool) -> Any:
-    """Statistics of the reference folder under ``protocol`` (cached in ``out/reference``)."""
-    path = out / "reference" / f"{protocol}-{key}-{size}.npz"
+def reference_stats(cfg: ReproduceConfig, out: Path, reference: Path, files: list[Path], protocol: str, key: str,
+                    size: int, ext: Any, fingerprint: str, progress: bool) -> Any:
+    """Statistics of the reference images under ``protocol`` (cached in ``out/reference``)."""
+    path = out / "reference" / f"{protocol}-{key}-{size}-n{len(files)}.npz"
     expected = {k: v for k, v in ext.protocol().items() if k in EXTRACTOR_FIELDS}
     expected["reference_fingerprint"] = fingerprint
     if path.is_file():
@@ -45,7 +46,7 @@ def reference_stats(cfg: ReproduceConfig, out: Path, reference: Path, protocol: 
             return load_stats(path, expected)
         except ValueError:
             pass  # other images or another network: recomputed below (the cache is ours)
-    stats = compute_stats(real_images(reference, protocol, size, key), ext, cfg.eval_batch_size, keep_features=False,
+    stats = compute_stats(real_images(reference, protocol, size, key, files), ext, cfg.eval_batch_size, keep_features=False,
                           progress=progress)
     stats.protocol["reference_fingerprint"] = fingerprint
     save_stats(path, stats)
@@ -65,8 +66,10 @@ def score_samples(cfg: ReproduceConfig, out: Path, reference: Path, sample_dirs:
                   extractors: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One record per (method, protocol) with a drawn sample set; written to ``out/metrics/`` and reused."""
     nets = Extractors(cfg, device, extractors)
-    fingerprint = folder_fingerprint(list_images(reference), reference)
-    n_reference = len(list_images(reference))
+    everything = list_images(reference)
+    files = subsample(everything, cfg.reference_max_images, cfg.reference_seed)
+    fingerprint = folder_fingerprint(files, reference)
+    n_reference = len(files)
     weights = {"inception_weights": cfg.inception_weights, "dinov2_model": cfg.dinov2_model,
                "custom_extractors": sorted(extractors or {})}
     records = []
@@ -79,6 +82,7 @@ def score_samples(cfg: ReproduceConfig, out: Path, reference: Path, sample_dirs:
             w = float(record["settings"]["scale"])
             path = out / "metrics" / f"{folder.name}.{protocol}.json"
             want = {"samples_key": record["key"], "num_samples": record["num_samples"], "protocol": protocol,
+                    "reference_max_images": cfg.reference_max_images, "reference_seed": cfg.reference_seed,
                     "reference_fingerprint": fingerprint, "weights": weights, "wanted": list(cfg.metrics),
                     "fd_method": cfg.fd_method}
             old = _reusable(path, want)
@@ -90,14 +94,15 @@ def score_samples(cfg: ReproduceConfig, out: Path, reference: Path, sample_dirs:
             for name in cfg.metrics:
                 key = METRIC_EXTRACTOR[name]
                 ext = nets.get(key, protocol)
-                ref = reference_stats(cfg, out, reference, protocol, key, size, ext, fingerprint, progress)
+                ref = reference_stats(cfg, out, reference, files, protocol, key, size, ext, fingerprint, progress)
                 smp = compute_stats(sample_images(npz, protocol, key), ext, cfg.eval_batch_size, keep_features=False,
                                     progress=progress)
                 metrics[name] = frechet_distance(smp.mu, smp.sigma, ref.mu, ref.sigma, method=cfg.fd_method)
                 protocols[key] = ext.protocol()
             result = {**want, "metrics": metrics, "method": method, "w": w, "extractors": protocols,
                       "protocol_description": DESCRIPTIONS[protocol], "reference": str(reference),
-                      "num_reference": n_reference, "samples": str(npz),
+                      "num_reference": n_reference, "reference_folder_images": len(everything),
+                      "samples": str(npz),
                       "sampling": {k: record["settings"][k] for k in ("sampler", "steps", "method", "scale")}}
             write_json(path, result)
             records.append(result)
