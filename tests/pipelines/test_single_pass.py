@@ -215,3 +215,12 @@ def test_flow_single_pass_w_one_is_the_plain_velocity_loss(tmp_path, tiny_base):
     assert load_model(two.checkpoint).config.prediction == "velocity"
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_sample_grids_of_a_w_conditioned_run_use_its_w(tmp_path, tiny_base):  # noqa: F811
+    sets = [f"base={tiny_base}", "data.dataset=digits", "data.classes=[3, 4]", "steps=2", "mode=full",
+            "single_pass.enabled=true", "single_pass.w=2", "single_pass.w_cond=true", "sample_every=2",
+            "grid.num=2", "grid.steps=3", "grid.methods=[unguided, dog]"]
+    run = train(tiny_config(tmp_path / "g", *sets, preset=None))
+    info = json.loads((run.run_dir / "grids" / "step_0000002.json").read_text())
+    assert info["rows"] == ["unguided", "dog"]

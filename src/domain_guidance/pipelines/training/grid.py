@@ -33,7 +33,7 @@ def _pair(models: Models, decode: Any = None) -> SamplingModels:
     guide = None
     if models.guide_net is not None and models.base_config is not None:
         guide = Denoiser(models.guide_net, models.base_config, adapter=not models.guide_is_adapter_off)
-    return SamplingModels(ft, guide, decode)
+    return SamplingModels(ft, guide, decode, distilled=models.distilled)  # distilled: a w-conditioned model's w
 
 
 AUTO_SAMPLERS = {"eps": "ddim", "velocity": "ode-heun"}  # grid.sampler "auto", by the model's prediction

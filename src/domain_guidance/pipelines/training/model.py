@@ -43,6 +43,7 @@ class Models:
     base_sha256: str | None = None
     mode: str = "full"
     base_which: str = "ema"
+    distilled: dict[str, Any] | None = None  # single-pass: {"w": ...}, the w its sample grids feed a w-conditioned net
 
     def trainable(self) -> dict[str, nn.Parameter]:
         """Named parameters that the optimizer updates (and the EMA tracks)."""
@@ -136,6 +137,8 @@ def build_models(cfg: TrainConfig, num_classes: int, label_dropout: float, shape
                 target = net.config
             base_net.requires_grad_(False)
             models = Models(net, target, base_cfg, base_net.eval(), path, sha, "full", cfg.base_which)
+    if cfg.single_pass.enabled:
+        models.distilled = {"w": cfg.single_pass.w, "w_cond": cfg.single_pass.w_cond}
     if not models.trainable():
         raise ValueError("the model has no trainable parameters")
     disable_internal_label_dropout(models.net)
