@@ -131,6 +131,7 @@ def test_caltech101_inner_archive_without_background(tmp_path):
                          "train/accordion": [f"image_{k:04d}.jpg" for k in (1, 2, 3)]}
     assert m["splits"]["train"]["expected_images"] == 8_677 and m["options"]["excluded_classes"] == ["BACKGROUND_Google"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the inner archive's scratch copy is gone
+    assert m["source"]["path"].endswith("caltech-101.zip!caltech-101/101_ObjectCategories.tar.gz")
     with pytest.raises(ValueError, match="no official test split"):
         prepare_dataset("caltech101", fakes.caltech101(tmp_path), tmp_path / "c2", splits=["train", "test"])
 

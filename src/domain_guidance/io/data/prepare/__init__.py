@@ -7,6 +7,7 @@ Everything is read from what the user downloaded (archive or extracted folder); 
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import tempfile
 from pathlib import Path
@@ -38,9 +39,9 @@ def make_plan(name: str, source: Source, **options: Any) -> Plan:
     return module.plan(source, **kwargs)
 
 
-def prepare_dataset(name: str, source: str | Path, out: str | Path, *, overwrite: bool = False, workers: int = 4,
-                    progress: bool = False, **options: Any) -> dict[str, Any]:
-    """Lay dataset ``name`` out under ``out`` from the user's archive or folder ``source``; returns the manifest.
+def prepare_dataset(name: str, source: str | Path | list, out: str | Path, *, overwrite: bool = False,
+                    workers: int = 4, progress: bool = False, **options: Any) -> dict[str, Any]:
+    """Lay dataset ``name`` out under ``out`` from the user's archive(s) or folder ``source``; returns the manifest.
 
     A rerun with the same dataset and options into a prepared ``out`` returns its manifest at once
     (``reused: True``). An archive inside the archive (Caltech101's zip) is opened when the
@@ -48,32 +49,33 @@ def prepare_dataset(name: str, source: str | Path, out: str | Path, *, overwrite
     """
     dataset_module(name)
     src = open_source(source)
-    existing = read_manifest(out)
+    with contextlib.ExitStack() as stack:
+        plan, used = _plan(name, src, Path(out).expanduser(), stack, options)
+        return write_plan(plan, used, out, overwrite=overwrite, workers=workers, progress=progress)
+
+
+def _plan(name: str, src: Source, out: Path, stack: contextlib.ExitStack,
+          options: dict[str, Any]) -> tuple[Plan, Source]:
+    """The plan from ``src``, else from the first archive inside it that holds the dataset."""
     try:
-        plan = make_plan(name, src, **options)
-        return write_plan(plan, src, out, overwrite=overwrite, workers=workers, progress=progress)
+        return make_plan(name, src, **options), src
     except ValueError as first:
         inner = inner_archives(src)
-        if not inner or (existing and not overwrite and "already holds" in str(first)):
+        if not inner:
             raise
-        with tempfile.TemporaryDirectory(prefix=".inner-", dir=_scratch(out)) as tmp:
-            for member in inner:
-                path = Path(tmp) / Path(member).name
-                path.write_bytes(src.read(member))
-                try:
-                    nested = open_source(path)
-                    plan = make_plan(name, nested, **options)
-                except ValueError:
-                    continue
-                manifest = write_plan(plan, nested, out, overwrite=overwrite, workers=workers, progress=progress)
-                return manifest
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".inner-", dir=out)))
+        for member in inner:
+            path = tmp / Path(member).name
+            path.write_bytes(src.read(member))
+            try:
+                nested = open_source(path)
+                plan = make_plan(name, nested, **options)
+            except ValueError:
+                continue
+            nested.origin = f"{src.path}!{member}"
+            return plan, nested
         raise first
-
-
-def _scratch(out: str | Path) -> Path:
-    p = Path(out).expanduser()
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 __all__ = ["DATASETS", "HASHES", "MANIFEST", "Plan", "Source", "dataset_module", "make_plan", "open_source",

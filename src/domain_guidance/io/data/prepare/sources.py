@@ -50,8 +50,10 @@ class Source:
         suffix = suffix.strip("/")
         return [f for f in self.files if f == suffix or f.endswith("/" + suffix)]
 
+    origin: str | None = None  # where an archive read from inside another one came from ("outer.zip!inner.tgz")
+
     def describe(self) -> dict[str, object]:
-        return {"path": str(self.path), "kind": type(self).__name__, "files": len(self.files)}
+        return {"path": self.origin or str(self.path), "kind": type(self).__name__, "files": len(self.files)}
 
 
 class FolderSource(Source):
