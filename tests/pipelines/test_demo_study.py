@@ -280,3 +280,15 @@ def test_study_cli_options_and_validation() -> None:
         with pytest.raises(ValueError, match=msg):
             StudyConfig(**bad)
     assert StudyConfig.from_dict(StudyConfig().to_dict()) == StudyConfig()
+
+
+def test_in_regime_names_the_failed_criteria() -> None:
+    from domain_guidance.pipelines.demo.study_report import in_regime
+
+    d = {"learned_classes": {"above_chance": True},
+         "worse_than_floor": {"fid": {"worse": True}, "class_match": {"worse": True}},
+         "cfg_improves": {"fid": {"improves": False}, "in_domain": {"improves": True}}}
+    assert in_regime(d) == "no (fails c)"  # CFG helps class fidelity only, not quality
+    d["cfg_improves"]["kid"] = {"improves": True}
+    assert in_regime(d) == "yes"
+    assert in_regime({"learned_classes": {"above_chance": False}}) == "no (fails a, b, c)"

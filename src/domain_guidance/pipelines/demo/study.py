@@ -84,6 +84,7 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
     from .study_report import write_study_report
 
     study.validate()
+    t0 = time.perf_counter()
     out = Path(study.base.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "study_config.json", study.to_dict())
@@ -102,6 +103,8 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
     for name in study.ablations:
         print(f"[study] ablation: {name}", flush=True)
         results["ablations"][name] = runners[name](wb, study, base_cell)
+    # this invocation's wall time; a finished cell keeps the seconds it took when it was computed
+    results["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "study.json", results)
     write_study_report(results, out)
     print(f"[study] report: {out / 'report.md'}", flush=True)
