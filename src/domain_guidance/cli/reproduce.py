@@ -50,13 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                   "(default facebook/dinov2-large)")
     p.add_argument("--inception-weights", default=None, help="FID Inception weights (default: shipped, offline)")
     p.add_argument("--out", default=None, help="output folder (default runs/reproduce-NAME)")
-    p.add_argument("--protocol", choices=sorted(PRESETS), default="published", help="protocol preset (default published)")
+    p.add_argument("--protocol", choices=sorted(PRESETS), default="published",
+                   help="protocol preset (default published)")
     p.add_argument("--num-samples", type=int, default=None, help="samples per method (default: the preset's, 10000)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: the preset's, auto)")
     p.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", nargs="+", default=[],
                    help="override a ReproduceConfig key, train.* for the fine-tune (repeatable)")
     p.add_argument("--stop-after", choices=STAGES, default="table", help="last stage to run (default table)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config (and the fine-tune's) and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (and the fine-tune's) and exit")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 

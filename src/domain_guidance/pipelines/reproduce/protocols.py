@@ -46,7 +46,8 @@ def list_images(folder: str | Path) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in filenames if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+        files += [Path(dirpath) / f for f in filenames
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
     if not files:
         raise FileNotFoundError(f"reference folder {root}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())

@@ -67,7 +67,8 @@ def stage_prepare(cfg: ReproduceConfig, out: Path, progress: bool) -> dict[str, 
         return {**manifest, "reused": True}
     if (folder / cfg.train_split).is_dir() and not cfg.source:
         return {"dataset": cfg.benchmark, "reused": True,
-                "warnings": [f"{folder} has no manifest.json (not made by `dog data prepare`): split and hashes unknown"]}
+                "warnings": [f"{folder} has no manifest.json (not made by `dog data prepare`): "
+                             "split and hashes unknown"]}
     if not cfg.source:
         raise ValueError(f"no prepared data in {folder}: pass --from ARCHIVE (what you downloaded for "
                          f"{cfg.benchmark}) or --data DIR (a folder made by `dog data prepare {cfg.benchmark}`)")
@@ -123,7 +124,8 @@ def _save_config(cfg: ReproduceConfig, out: Path) -> None:
         keep = ("device", "sample_batch_size", "eval_batch_size", "source", "prepare_options", "methods",
                 "eval_protocols", "metrics", "num_samples", "protocol", "shard_size", "reference_max_images",
                 "reference_seed", "inception_weights", "dinov2_model", "fd_method")  # scores are keyed by these
-        diffs = [k for k, v in cfg.to_dict().items() if k not in keep and old.get(k) not in (None, v)]  # None: unset before
+        # a key unset before (None) may be given now
+        diffs = [k for k, v in cfg.to_dict().items() if k not in keep and old.get(k) not in (None, v)]
         if diffs:
             raise ValueError(f"{out} holds a reproduction with other settings ({', '.join(diffs)}: "
                              f"{[old.get(k) for k in diffs]} -> {[getattr(cfg, k) for k in diffs]}); "

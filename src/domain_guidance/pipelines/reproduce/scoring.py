@@ -46,8 +46,8 @@ def reference_stats(cfg: ReproduceConfig, out: Path, reference: Path, files: lis
             return load_stats(path, expected)
         except ValueError:
             pass  # other images or another network: recomputed below (the cache is ours)
-    stats = compute_stats(real_images(reference, protocol, size, key, files), ext, cfg.eval_batch_size, keep_features=False,
-                          progress=progress)
+    images = real_images(reference, protocol, size, key, files)
+    stats = compute_stats(images, ext, cfg.eval_batch_size, keep_features=False, progress=progress)
     stats.protocol["reference_fingerprint"] = fingerprint
     save_stats(path, stats)
     return stats
