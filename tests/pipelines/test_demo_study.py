@@ -143,6 +143,15 @@ def test_rerun_reads_cells_and_ablations_back(study) -> None:
     assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps  # read back, not recomputed
     assert again["map"] == results["map"]
     assert again["ablations"]["steps"]["summary"] == results["ablations"]["steps"]["summary"]
+    # a cell interrupted after its stages ran (no cell.json yet) resumes them: the fine-tune and every sample set
+    # are found, not redone, and the numbers come out the same
+    (out / "cells" / "steps10-ipc5" / "cell.json").unlink()
+    resumed = run_study(cfg)
+    assert os.stat(ckpt).st_mtime_ns == stamps[ckpt]
+    cell = next(c for c in resumed["cells"] if c["finetune_steps"] == 10)
+    for r in cell["runs"]:
+        assert json.loads((Path(r["samples"]).parent / "settings.json").read_text())["generated_now"] == 0
+    assert resumed["map"] == results["map"]
 
 
 @pytest.mark.slow
