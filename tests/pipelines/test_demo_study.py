@@ -278,6 +278,8 @@ def test_study_cli_options_and_validation() -> None:
     assert not only.map and only.ablations == ["steps", "uncond-guide", "nine-grid"]
     assert only.base.w == [1.5, 3.0] and only.base.out == "x" and only.base.dog_interval == [500.0, 999.0]
     assert parse("--study", "--full").base.out == "runs/demo-study-full"
+    if hasattr(parser.parse_args(["demo"]), "flow"):  # the flow-matching variant, where the CLI has it
+        assert parse("--study", "--flow").base.out == "runs/demo-study-flow"
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--ablation", "fig5"])
     for bad, msg in (({"finetune_steps": []}, "finetune_steps must be a non-empty list"),

@@ -66,8 +66,8 @@ def wants_study(args: argparse.Namespace) -> bool:
 
 def study_config_from_args(args: argparse.Namespace, base: DemoConfig) -> StudyConfig:
     """The StudyConfig of the parsed options; ``base`` is the demo config the other options built."""
-    if args.out is None:
-        base.out = "runs/demo-study-full" if args.full else "runs/demo-study"
+    if args.out is None:  # a study of each variant in its own folder
+        base.out = "runs/demo-study" + ("-full" if args.full else "") + ("-flow" if getattr(args, "flow", False) else "")
     if args.w is None:
         base.w = [1.5]
     if args.dog_interval is None:
