@@ -224,3 +224,13 @@ def test_sample_grids_of_a_w_conditioned_run_use_its_w(tmp_path, tiny_base):  # 
     run = train(tiny_config(tmp_path / "g", *sets, preset=None))
     info = json.loads((run.run_dir / "grids" / "step_0000002.json").read_text())
     assert info["rows"] == ["unguided", "dog"]
+
+
+def test_dogfit_preset_is_the_published_recipe_plus_the_single_pass_target():
+    from domain_guidance.pipelines.training import resolve_config
+
+    pub = resolve_config("dit-xl2-imagenet-published", sets=["base=x.pt", "data.dataset=digits"]).to_dict()
+    fit = resolve_config("dit-xl2-imagenet-dogfit", sets=["base=x.pt", "data.dataset=digits"]).to_dict()
+    differ = {k for k in pub if pub[k] != fit[k]}
+    assert differ == {"preset", "label_dropout", "single_pass", "out", "grid"}
+    assert fit["label_dropout"] == 0.0 and fit["single_pass"]["w"] == 1.5 and fit["single_pass"]["start_step"] == 12000

@@ -19,6 +19,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         grad_clip=None, precision="fp32", tf32=True, log_every=100, ckpt_every=1000, keep_last=3,
         sample_every=2000, data=dict(resolution=256, channels=3, random_flip=True, latent_cache=True),
         grid=dict(num=8, sampler="ddpm", steps=50, scale=1.5), out="runs/dit-xl2-finetune"),
+    # DogFit (AAAI 2026, RESEARCH.md section 2): the same recipe, the DoG offset at w = 1.5 in the target from
+    # step 12,000 of 24,000, no label dropout; sampled unguided (one network evaluation per step).
+    "dit-xl2-imagenet-dogfit": dict(
+        init="base", mode="full", base_which="ema", vae="stabilityai/sd-vae-ft-ema", label_dropout=0.0,
+        single_pass=dict(enabled=True, w=1.5, start_step=12000), lr=1e-4, weight_decay=0.0, batch_size=32,
+        steps=24000, ema=dict(decay=0.9999, warmup="none"), grad_clip=None, precision="fp32", tf32=True, log_every=100,
+        ckpt_every=1000, keep_last=3, sample_every=2000,
+        data=dict(resolution=256, channels=3, random_flip=True, latent_cache=True),
+        grid=dict(num=8, sampler="ddpm", steps=50, scale=1.5, methods=["unguided", "dog"]), out="runs/dit-xl2-dogfit"),
     # Ours (not published): the same recipe with LoRA; the guide is the base with the adapter off.
     "dit-xl2-imagenet-lora": dict(
         init="base", mode="lora", base_which="ema", vae="stabilityai/sd-vae-ft-ema", label_dropout=0.1,
