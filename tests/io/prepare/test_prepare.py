@@ -208,3 +208,16 @@ def test_cli_prepare_and_list(tmp_path, capsys):
     assert "--from" in capsys.readouterr().err
     assert main(["data", "list"]) == 0
     assert "stanford-cars" in capsys.readouterr().out
+
+
+def test_damaged_zip_member_is_reported(tmp_path):
+    archive = fakes.write_zip(tmp_path / "art.zip", {
+        f"artbench-10-imagefolder-split/train/baroque/{k}.jpg": fakes.image_bytes(k) for k in range(3)})
+    raw = bytearray(archive.read_bytes())
+    first = raw.find(fakes.image_bytes(0)[100:120])  # inside the first member's stored bytes
+    raw[first:first + 8] = b"XXXXXXXX"  # its CRC no longer matches
+    archive.write_bytes(bytes(raw))
+    m = prepare_dataset("artbench10", archive, tmp_path / "art", splits=["train"])
+    assert m["splits"]["train"]["num_images"] == 2
+    assert [c["source"] for c in m["corrupt"]] == ["artbench-10-imagefolder-split/train/baroque/0.jpg"]
+    assert "BadZipFile" in m["corrupt"][0]["reason"]

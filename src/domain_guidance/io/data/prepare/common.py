@@ -149,6 +149,9 @@ def write_plan(plan: Plan, source: Source, out: str | Path, *, overwrite: bool =
             corrupt.append({"source": name, "reason": data.decode(errors="replace")})
             continue
         seen.add(name)
+        if data.startswith(b"<unreadable archive member:"):  # a damaged zip member (see ZipSource.stream)
+            corrupt.append({"source": name, "reason": data.decode(errors="replace").strip("<>")})
+            continue
         for dest in dests[name]:
             target = staging / dest
             target.parent.mkdir(parents=True, exist_ok=True)
