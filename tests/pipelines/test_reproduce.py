@@ -154,6 +154,15 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_dinov2, one_thread):
     # a rerun with settings that change results is refused, naming them
     with pytest.raises(ValueError, match="scale"):
         reproduce(cfg.replace(scale=2.0), out, progress=False)
+    # the same row through the command line, from the prepared folder into a new --out: the same numbers
+    from domain_guidance.cli import main
+
+    assert main(["reproduce", "artbench10", "--protocol", "cpu-tiny", "--data", str(out / "data"), "--base",
+                 str(tmp_path / "base"), "--dinov2", str(tiny_dinov2), "--out", str(tmp_path / "cli"),
+                 "--num-samples", "8", "--set", "metrics=[fd_dinov2]", "--no-progress"]) == 0
+    cli_rows = json.loads((tmp_path / "cli" / "results.json").read_text())["rows"]
+    assert [(r["method"], r["protocol"], r["fd_dinov2"]) for r in cli_rows] == \
+        [(r["method"], r["protocol"], r["fd_dinov2"]) for r in rows]
 
 
 def test_cli_reproduce_errors_and_list(tmp_path, capsys):
