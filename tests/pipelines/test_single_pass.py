@@ -137,6 +137,12 @@ def test_w_one_trains_exactly_like_the_plain_loss_and_w_two_does_not(tmp_path, t
     meta = json.loads((two.checkpoint / "metadata.json").read_text())["metadata"]
     assert meta["guidance_distilled"]["method"] == "dog-single-pass" and meta["guidance_distilled"]["w"] == 2.0
     assert "guidance_distilled" not in json.loads((plain.checkpoint / "metadata.json").read_text())["metadata"]
+    from domain_guidance.pipelines.training.logging import read_log
+
+    logged = read_log(two.run_dir, "train")  # the offset is monitored: its rms and the share of rows that got it
+    assert len(logged) == 3 and all(0.5 <= e["offset_rows"] <= 1.0 for e in logged)  # rows with a dropped label: none
+    assert any(e["offset_rows"] < 1.0 for e in logged)  # label dropout 0.1 dropped some rows: they get no offset
+    assert all(e["offset_rms"] > 0 for e in logged) and "offset_rms" not in read_log(plain.run_dir, "train")[0]
 
 
 def test_w_conditioned_difffit_run_samples_unguided_at_the_chosen_w(tmp_path, tiny_base):  # noqa: F811

@@ -294,7 +294,10 @@ class _Trainer:
             if cfg.debug_nan_at_step == n:
                 loss = loss * float("nan")
             vb = terms["vb"].mean() if "vb" in terms else torch.zeros((), device=loss.device)
-            stats = all_reduce_mean(torch.stack([loss.detach(), terms["mse"].mean().detach(), vb.detach()]), dist)
+            parts = [loss.detach(), terms["mse"].mean().detach(), vb.detach()]
+            if offset is not None:  # single-pass: rms of the target offset and the share of rows that got it
+                parts += [offset.square().mean().sqrt().to(loss.device), active.float().mean().to(loss.device)]
+            stats = all_reduce_mean(torch.stack(parts), dist)
             stats = stats.tolist()
             if not math.isfinite(stats[0]):
                 self._stop_nonfinite("loss", stats[0], n)
@@ -307,8 +310,8 @@ class _Trainer:
             decay = self.ema.update(self.trainable, s)
             self.step = n
             last_loss = stats[0]
-            for k, v in zip(("loss", "mse", "vb"), stats):
-                window[k] += v
+            for k, v in zip(("loss", "mse", "vb", "offset_rms", "offset_rows"), stats):
+                window[k] = window.get(k, 0.0) + v
             window["n"] += 1
             self.log.advance()
             if n % cfg.log_every == 0 or n == cfg.steps:
@@ -317,7 +320,8 @@ class _Trainer:
                 self.log.metrics(n, {"loss": window["loss"] / window["n"], "mse": window["mse"] / window["n"],
                                      "vb": window["vb"] / window["n"], "grad_norm": gnorm, "lr": cfg.lr,
                                      "ema_decay": decay, "it_per_s": its, "img_per_s": its * cfg.batch_size,
-                                     "epoch": n * cfg.batch_size / len(data.dataset)})
+                                     "epoch": n * cfg.batch_size / len(data.dataset),
+                                     **{k: window[k] / window["n"] for k in ("offset_rms", "offset_rows") if k in window}})
                 window = {"loss": 0.0, "mse": 0.0, "vb": 0.0, "n": 0, "t0": time.perf_counter()}
             if cfg.debug_kill_at_step == n:
                 os.kill(os.getpid(), signal.SIGKILL)  # testing hook: a hard kill, nothing is flushed
