@@ -106,3 +106,32 @@ def test_compile_gives_the_same_images(checkpoints, tmp_path):
     if info["compiled"]:
         assert info["first_call_seconds"] > 0
     assert np.abs(_images(tmp_path / "eager") - _images(tmp_path / "compiled")).max() <= 1
+
+
+def _pixel_mean(samples, reference, metrics, output=None, **kw):
+    """A cheap metric computed from the samples themselves (this test checks the sweep's plumbing, not FID)."""
+    with np.load(samples) as z:
+        result = {"metrics": {"fid": float(z["arr_0"].astype(np.float64).mean())}}
+    if output is not None:
+        output.write_text(json.dumps(result))
+    return result
+
+
+def test_sweep_precision_and_compile_flags(checkpoints, tmp_path, monkeypatch, capsys):
+    from domain_guidance.pipelines import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "evaluate", _pixel_mean)
+    np.savez(tmp_path / "ref.npz", arr_0=np.zeros((4, 8, 8, 1), np.uint8))
+    args = ["sweep", "--model", str(checkpoints / "ft"), "--guide", str(checkpoints / "pre"), "--reference",
+            str(tmp_path / "ref.npz"), "--methods", "dog", "--scales", "2", "--seeds", "0-2", "--steps", "3",
+            "--device", "cpu", "--out", str(tmp_path / "sweep")]
+    assert main([*args, "--precision", "bf16"]) == 0
+    record = _record(tmp_path / "sweep" / "dog-w2")
+    assert record["settings"]["precision"] == "bf16"
+    assert record["network_evaluations_per_image"] == {"model": 3, "guide": 3, "total": 6}
+    assert json.loads((tmp_path / "sweep" / "results.json").read_text())["config"]["precision"] == "bf16"
+    capsys.readouterr()
+    assert main([*args, "--precision", "tf32"]) == 2
+    assert "--precision: tf32" in capsys.readouterr().err
+    assert main([*args, "--precision", "fp32"]) == 2  # bf16 samples are not relabelled fp32
+    assert "settings.precision: 'bf16' -> 'fp32'" in capsys.readouterr().err

@@ -55,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--prediction", choices=["auto", "eps", "velocity"], default="auto",
                    help="what --model and --guide predict; velocity for raw SiT weights (auto: stored or inferred)")
     s.add_argument("--batch-size", type=int, default=16, help="sampling batch")
+    s.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16", "fp16"], default="auto",
+                   help="sampling arithmetic (autocast; diffusion arithmetic stays float32): auto = fp32 on a CPU, "
+                   "tf32 on a CUDA GPU; part of each run's settings key")
+    s.add_argument("--compile", action="store_true", help="torch.compile the networks for sampling (falls back to "
+                   "eager with a one-line note where unavailable)")
     s.add_argument("--vae", default=None, help="VAE for latent models")
     _extractor_args(s)
     s.add_argument("--out", required=True, help="output directory (a rerun resumes and keeps earlier rows)")
@@ -120,6 +125,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from ..core.precision import resolve_precision
     from ..io.distributed import init_distributed, shutdown
     from ..pipelines.generate import parse_seeds
     from ..pipelines.sweep import SweepConfig
@@ -129,9 +135,14 @@ def run_sweep(args: argparse.Namespace) -> int:
                       methods=args.methods.split(","), scales=[float(w) for w in args.scales.split(",")],
                       metrics=args.metrics.split(","), seeds=parse_seeds(args.seeds), sampler=args.sampler,
                       steps=args.steps, batch_size=args.batch_size, vae=args.vae, prediction=args.prediction,
-                      inception_weights=args.inception_weights, dinov2_model=args.dinov2, fd_method=args.fd_method)
+                      inception_weights=args.inception_weights, dinov2_model=args.dinov2, fd_method=args.fd_method,
+                      precision=args.precision, compile=args.compile)
     dist = init_distributed(args.device)
     try:
+        try:
+            resolve_precision(args.precision, dist.device)  # tf32 on a CPU: refused before any model is loaded
+        except ValueError as e:
+            raise ValueError(f"--{e}") from None
         rows = sweep(cfg, args.out, dist, overwrite=args.overwrite)
     finally:
         shutdown(dist)

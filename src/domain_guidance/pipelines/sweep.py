@@ -33,6 +33,8 @@ class SweepConfig(ConfigMixin):
     inception_weights: str | None = None
     dinov2_model: str = "facebook/dinov2-large"
     fd_method: str = "sqrtm"
+    precision: str = "auto"  # sampling arithmetic (part of each run's settings key): auto, fp32, tf32, bf16, fp16
+    compile: bool = False  # torch.compile the networks for sampling (not part of the settings)
 
     def __post_init__(self) -> None:
         from ..core.guidance import METHODS
@@ -42,6 +44,10 @@ class SweepConfig(ConfigMixin):
             raise ValueError(f"methods: expected some of {list(METHODS)}, got {self.methods}")
         if not self.scales or any(not math.isfinite(float(w)) for w in self.scales):
             raise ValueError(f"scales: expected finite guidance weights, got {self.scales}")
+        from ..core.precision import PRECISIONS
+
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected auto or one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
 
@@ -102,9 +108,9 @@ def run_sweep(cfg: SweepConfig, out: str | Path, dist: DistInfo = DistInfo(), pr
             continue  # e.g. a conditional-only fine-tune has no CFG
         run_dir = out / f"{method}-w{w:g}"
         settings = GenerationSettings(method=method, scale=w, sampler=cfg.sampler, steps=cfg.steps,
-                                      seeds=cfg.seeds, labels=labels)
+                                      seeds=cfg.seeds, labels=labels, precision=cfg.precision)
         record = generate(settings, models, run_dir, batch_size=cfg.batch_size, dist=dist, progress=progress,
-                          overwrite=overwrite)
+                          overwrite=overwrite, compile=cfg.compile)
         if not dist.is_main:
             continue
         result = evaluate(run_dir / "samples.npz", cfg.reference, cfg.metrics, inception_weights=cfg.inception_weights,

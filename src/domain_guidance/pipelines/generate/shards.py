@@ -67,7 +67,8 @@ def describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _identity_record(settings: GenerationSettings, models: Models) -> dict[str, Any]:
-    return {"settings": settings.pixel_fields(), "models": models.identity}
+    # precision by name even where the key leaves fp32 out, so a refusal says "'bf16' -> 'fp32'"
+    return {"settings": {**settings.pixel_fields(), "precision": settings.precision}, "models": models.identity}
 
 
 def _is_extension(old: list[list[int]], new: list[list[int]]) -> bool:
