@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..pipelines.demo.config import DemoConfig, full, quick
+from ..pipelines.demo.config import DemoConfig, flow, full, quick
 from .demo_study import add_study_arguments, study_config_from_args, wants_study
 
 _Q = quick()
@@ -46,7 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--full", action="store_true",
                       help="larger variant: 500 samples, 3 seed replicates, w in {1.25,1.5,2,3,4}, 50 steps, "
                            "all 800 held-out reference images, also a no-dropout fine-tune (hours on a CPU)")
-    p.add_argument("--out", default=None, help=f"output folder (full: runs/demo-full) [default: {_Q.out}]")
+    p.add_argument("--flow", action="store_true",
+                   help="flow-matching variant: a velocity (SiT) source and fine-tune, ODE Heun sampling with about "
+                        "the network evaluations of the DDIM steps (12 for 25), the DoG interval in SiT time at the "
+                        "same noise levels ([0, 0.23]); out dir runs/demo-flow; combines with --full")
+    p.add_argument("--out", default=None, help=f"output folder (full: runs/demo-full, flow: runs/demo-flow) "
+                                               f"[default: {_Q.out}]")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--source", default=None,
                      help=f"source checkpoint or `dog pretrain` run dir; an error if it does not exist or holds no "
@@ -67,12 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=_ints, default=None,
                    help=f"seed replicates, e.g. '0,1,2' [default: {_Q.seeds}]")
     p.add_argument("--steps", type=int, default=None, help=f"sampler steps [default: {_Q.steps}]")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default=None, help=f"[default: {_Q.sampler}]")
+    p.add_argument("--sampler", choices=("ddim", "ddpm", "ode-euler", "ode-heun", "ode-dopri5", "sde-euler"),
+                   default=None, help=f"ddim / ddpm (eps demo), ode-* / sde-euler (--flow) [default: {_Q.sampler}; "
+                                      "--flow: ode-heun]")
     p.add_argument("--reference-images", type=int, default=None,
                    help=f"held-out target images used as reference [default: {_Q.reference_images}]")
     p.add_argument("--dog-interval", type=_interval, default=None,
-                   help=f"DoG is also sampled guided only for DDPM timesteps lo..hi, e.g. '500,999'; 'none': no "
-                        f"interval row [default: {_Q.dog_interval}]")
+                   help=f"DoG is also sampled guided only for DDPM timesteps lo..hi, e.g. '500,999' (--flow: SiT "
+                        f"time, 0 = noise, e.g. '0,0.23'); 'none': no interval row [default: {_Q.dog_interval}]")
     p.add_argument("--also-without-dropout", action="store_true", help="also fine-tune with label dropout 0")
     p.add_argument("--no-fid", action="store_true", help="skip Inception FID (classifier metrics only)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -83,6 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """The variant's DemoConfig with the given options applied."""
     cfg = full() if args.full else quick()
+    if args.flow:
+        cfg = flow(cfg)
     if args.source is not None:
         cfg.source = args.source
     cfg.pretrain, cfg.pretrain_steps = args.pretrain, args.pretrain_steps

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...io.config_files import ConfigMixin
+from .flow import FLOW_SAMPLER, FLOW_SOURCE_PRESET, default_flow_source, flow_interval, matched_steps
 
 # The demo's source model, produced once by `dog pretrain --preset animal-source` (see assets/README.md)
 # and shipped so that `dog demo` needs no hour-long pre-training on a fresh clone.
@@ -27,6 +28,7 @@ class DemoConfig(ConfigMixin):
     """One demo run: source model, target fine-tune(s), sampling grid and evaluation sizes."""
 
     out: str = "runs/demo"
+    prediction: str = "eps"  # eps: DiT (ADM diffusion); velocity: flow matching (SiT), the `--flow` variant
     # source model: a run dir / checkpoint (an error if it holds none), or with pretrain=True one trained here
     source: str = field(default_factory=default_source)
     source_preset: str = "animal-source"
@@ -73,10 +75,20 @@ class DemoConfig(ConfigMixin):
             raise ValueError(f"samples must be >= 2 (FID needs two images), got {self.samples}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must name at least one replicate, without repeats, got {self.seeds}")
+        if self.prediction not in ("eps", "velocity"):
+            raise ValueError(f"prediction must be 'eps' (DiT) or 'velocity' (flow matching), got {self.prediction!r}")
+        flow = self.prediction == "velocity"
+        top, unit = (1.0, "SiT time, 0 = noise") if flow else (float("inf"), "DDPM timesteps")
         if self.dog_interval is not None and (len(self.dog_interval) != 2
-                                              or not 0 <= self.dog_interval[0] <= self.dog_interval[1]):
-            raise ValueError(f"dog_interval must be None or [lo, hi] with 0 <= lo <= hi (DDPM timesteps), "
-                             f"got {self.dog_interval}")
+                                              or not 0 <= self.dog_interval[0] <= self.dog_interval[1] <= top):
+            raise ValueError(f"dog_interval must be None or [lo, hi] with 0 <= lo <= hi{' <= 1' if flow else ''} "
+                             f"({unit}), got {self.dog_interval}")
+        from ...core.sampling import get_sampler
+
+        if self.prediction not in get_sampler(self.sampler).predictions:
+            raise ValueError(f"sampler {self.sampler!r} does not integrate {self.prediction!r} models; "
+                             + ("the flow variant takes ode-euler, ode-heun, ode-dopri5 or sde-euler" if flow
+                                else "the eps demo takes ddim or ddpm"))
         if self.finetune_lr is not None and not self.finetune_lr > 0:
             raise ValueError(f"finetune_lr must be > 0 or None, got {self.finetune_lr}")
         if self.kid_subsets < 1:
@@ -100,4 +112,18 @@ def full() -> DemoConfig:
                       steps=50, reference_images=None, also_without_dropout=True, classifier_epochs=8.0)
 
 
-VARIANTS = {"quick": quick, "full": full}
+def flow(base: DemoConfig | None = None) -> DemoConfig:
+    """``--flow``: ``base`` (default: quick) under flow matching: the velocity source, an ODE sampler (Heun) with
+    about the network evaluations of its DDIM steps, the DoG interval at the same noise levels in SiT time,
+    its own out dir (runs/demo-flow, runs/demo-full-flow)."""
+    cfg = base if base is not None else quick()
+    cfg.out = "runs/demo-flow" if cfg.out == "runs/demo" else f"{cfg.out}-flow"
+    cfg.prediction, cfg.source, cfg.source_preset = "velocity", default_flow_source(), FLOW_SOURCE_PRESET
+    cfg.pretrain_steps = FLOW_PRETRAIN_STEPS
+    cfg.sampler, cfg.steps = FLOW_SAMPLER, matched_steps(cfg.steps, FLOW_SAMPLER)
+    cfg.dog_interval = flow_interval(cfg.dog_interval) if cfg.dog_interval is not None else None
+    return cfg.validate()
+
+
+FLOW_PRETRAIN_STEPS = 2000  # what the shipped flow source was trained for (assets/README.md)
+VARIANTS = {"quick": quick, "full": full, "flow": flow}

@@ -222,6 +222,7 @@ def _protocol(results: dict[str, Any]) -> list[str]:
     cfg = results["config"]
     n_ref = results["reference"]["images"]
     interval = cfg.get("dog_interval")
+    unit = "SiT time (0 = noise)" if cfg.get("prediction") == "velocity" else "DDPM timesteps"
     fid_line = (f"- Reference: {n_ref} held-out target test images. FID: real FID-Inception weights (pool3 features; "
                 "exact Frechet distance); KID: unbiased polynomial-kernel MMD² on the same features, mean over "
                 f"{cfg['kid_subsets']} random subsets of min(N, reference) features (± its std over subsets in the "
@@ -237,7 +238,7 @@ def _protocol(results: dict[str, Any]) -> list[str]:
         f"{cfg['finetune_lr'] if cfg.get('finetune_lr') is not None else 'of the preset'}).",
         f"- Sampling: {cfg['sampler'].upper()} with {cfg['steps']} steps, N = {cfg['samples']} samples per setting "
         f"(class-balanced), w in {cfg['w']}"
-        + (f", DoG also guided only for DDPM timesteps t in [{interval[0]:g}, {interval[1]:g}] (the high-noise "
+        + (f", DoG also guided only for {unit} t in [{interval[0]:g}, {interval[1]:g}] (the high-noise "
            "part; outside it the fine-tuned model alone)" if interval else "")
         + f", seed replicates {cfg['seeds']} (replicate r uses seeds r*100000 + 0..N-1; every method sees the "
           "same seeds).",

@@ -20,6 +20,7 @@ from . import analysis
 from . import classifier as judge
 from .config import DemoConfig
 from .floors import floor_sets, save_real, target_data_overrides
+from .flow import check_source_prediction
 from .report import write_report
 from .scoring import Scorer, inception_features
 
@@ -68,7 +69,10 @@ def ensure_source(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     """The checkpoint of ``cfg.source``; with ``cfg.pretrain``, pre-train ``cfg.source_preset`` into ``out/source``.
 
     Pre-training takes hours on a CPU, so it happens only when asked for: a ``source`` that does not
-    exist or holds no checkpoint is an error naming it (a typo must not start a pre-training).
+    exist or holds no checkpoint is an error naming it (a typo must not start a pre-training). The
+    source must predict ``cfg.prediction`` (an eps source for the flow variant is refused, and back).
+    A model size override (tiny test runs) trains a new network from scratch even where the preset
+    starts from a checkpoint (``animal-source-flow`` starts from the eps source's weights).
     """
     if not cfg.pretrain:
         path = Path(cfg.source).expanduser()
@@ -81,17 +85,23 @@ def ensure_source(cfg: DemoConfig, out: Path) -> dict[str, Any]:
         if ckpt is None:
             raise ValueError(f"source model {path} (--source) holds no checkpoint (an empty folder or a run without "
                              f"checkpoints/latest); {how}")
-        return {"checkpoint": str(ckpt), "trained_now": False, "origin": cfg.source}
-    extra = {"model": cfg.model} if cfg.model else {}
+        return {"checkpoint": str(ckpt), "trained_now": False, "origin": cfg.source,
+                "prediction": check_source_prediction(ckpt, cfg.prediction)}
+    extra: dict[str, Any] = {"model": cfg.model} if cfg.model else {}
     if cfg.model_overrides:
-        extra["model_overrides"] = cfg.model_overrides
+        extra["model_overrides"] = dict(cfg.model_overrides)
+    if cfg.model and resolve_config(cfg.source_preset, overrides=cfg.train_overrides).init == "base":
+        extra.update(init="scratch", base=None, base_prediction="auto")
+    if cfg.prediction == "velocity" and (cfg.model or cfg.model_overrides):
+        extra["model_overrides"] = {**extra.get("model_overrides", {}), "prediction": "velocity"}
     tc = resolve_config(cfg.source_preset, overrides=_merge(dict(
         out=str(out / "source"), steps=cfg.pretrain_steps, sample_every=0, tensorboard=False,
         progress=cfg.progress, ckpt_every=min(1000, cfg.pretrain_steps), log_every=min(50, cfg.pretrain_steps),
         device="cpu" if not torch.cuda.is_available() else "auto", **extra), cfg.train_overrides))
     result = train(tc, resume=True)
     return {"checkpoint": str(result.checkpoint), "trained_now": True, "origin": cfg.source_preset,
-            "steps": result.step, "last_loss": result.last_loss}
+            "steps": result.step, "last_loss": result.last_loss,
+            "prediction": check_source_prediction(result.checkpoint, cfg.prediction)}
 
 
 def finetune(cfg: DemoConfig, base: str, out: Path, label_dropout: float) -> dict[str, Any]:

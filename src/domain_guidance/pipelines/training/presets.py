@@ -7,7 +7,11 @@ work re-ran it). The others are ours: LoRA variants of both, and small presets t
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+# The shipped eps source of the demo: `animal-source-flow` starts from its weights (see assets/README.md).
+_EPS_SOURCE = str(Path(__file__).resolve().parents[2] / "assets" / "animal-source.safetensors")
 
 # Named presets (EDM2 style: one entry per protocol). Values are nested overrides of TrainConfig.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,6 +75,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         label_dropout=0.1, lr=3e-4, batch_size=64, steps=20000, ema=dict(decay=0.9995, warmup="linear"),
         grad_clip=1.0, device="auto", log_every=50, ckpt_every=1000, keep_last=3, sample_every=2000,
         grid=dict(num=12, steps=25), out="runs/animal-source"),
+    # Flow-matching source of `dog demo --flow`: the same DiT-M/2 shape and data, trained with the flow-matching
+    # (velocity) loss. To save CPU time it starts from the shipped eps source's weights, declared velocity: only
+    # an initialisation (the time embedding sees SiT time in [0, 1] instead of DDPM steps, and the label table
+    # is fresh), then trained as a SiT. `dog finetune --preset animal-source-flow` (init=base, not pretrain).
+    "animal-source-flow": dict(
+        init="base", base=_EPS_SOURCE, base_prediction="velocity", mode="full",
+        data=dict(dataset="animal-mnist", resolution=16, classes=[0, 1, 2, 3, 4, 5], split="train"),
+        label_dropout=0.1, lr=3e-4, batch_size=64, steps=20000, ema=dict(decay=0.9995, warmup="linear"),
+        grad_clip=1.0, device="auto", log_every=50, ckpt_every=500, keep_last=4, sample_every=2000,
+        grid=dict(num=12, sampler="auto", steps=25), out="runs/animal-source-flow"),
     # Target fine-tune of the demo: 4 new classes (giraffe, horse, sheep, zebra), 50 images each.
     "animal-target": dict(
         init="base", base="runs/animal-source", mode="full",
