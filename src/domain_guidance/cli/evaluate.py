@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-cache", default=None, help="folder to cache reference statistics in")
     p.add_argument("--batch-size", type=int, default=50, help="feature-extraction batch")
     p.add_argument("--prdc-k", type=int, default=5, help="k of precision/recall/density/coverage")
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16", "fp16"], default="fp32",
+                   help="arithmetic of the Inception network (autocast): fp32 is the reference protocol that "
+                   "published statistics use; another is recorded in the result and in cached statistics")
     p.add_argument("--out", default=None, help="result JSON (default: DIR/metrics.json for a `dog sample` output "
                                                "DIR, X.metrics.json beside X.npz, FOLDER.metrics.json beside an "
                                                "image FOLDER)")
@@ -115,7 +118,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(path, args.reference, args.metrics.split(","), inception_weights=args.inception_weights,
                       dinov2_model=args.dinov2, batch_size=args.batch_size, device=str(pick_device(args.device)),
                       reference_cache=args.reference_cache, prdc_k=args.prdc_k, fd_method=args.fd_method,
-                      progress=True)
+                      progress=True, precision=args.precision)
     result["generation"] = generation  # sampler, steps, w, seeds, checkpoint hashes of the samples
     write_json(out, result)
     for name, value in result["metrics"].items():

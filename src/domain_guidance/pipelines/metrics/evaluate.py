@@ -29,11 +29,14 @@ METRICS: dict[str, tuple[str, str]] = {
 
 
 def _build_extractor(key: str, inception_weights: str | Path | None, dinov2_model: str | Path,
-                     dinov2_clean_resize: bool, device: str) -> FeatureExtractor:
+                     dinov2_clean_resize: bool, device: str, precision: str = "fp32") -> FeatureExtractor:
     if key == "inception":
         from domain_guidance.pipelines.metrics.inception import InceptionExtractor
 
-        return InceptionExtractor(inception_weights, device=device)
+        return InceptionExtractor(inception_weights, device=device, precision=precision)
+    if precision != "fp32":
+        raise ValueError(f"precision: {precision} feature extraction is offered for the Inception metrics only; "
+                         "DINOv2 metrics run in fp32")
     from domain_guidance.pipelines.metrics.dinov2 import Dinov2Extractor
 
     return Dinov2Extractor(dinov2_model, device=device, clean_resize=dinov2_clean_resize)
@@ -69,7 +72,8 @@ def _cache_name(key: str, extractor: FeatureExtractor, reference: Any, batch_siz
         tag = hashlib.sha256(str(Path(reference).resolve()).encode()).hexdigest()[:10]
     else:
         tag = image_set_sha256(open_images(reference), batch_size)[:10]
-    return f"{key}-{extractor.protocol()['weights_sha256'][:12]}-{tag}.npz"
+    precision = extractor.protocol().get("precision")  # absent: fp32, the names of earlier caches
+    return f"{key}-{extractor.protocol()['weights_sha256'][:12]}-{tag}{'-' + precision if precision else ''}.npz"
 
 
 def evaluate(
@@ -91,6 +95,7 @@ def evaluate(
     output: str | Path | None = None,
     progress: bool = False,
     extractors: dict[str, FeatureExtractor] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Score ``samples`` against ``reference``; returns (and optionally writes) a JSON-able dict.
 
@@ -101,6 +106,8 @@ def evaluate(
     metrics: any of ``METRICS`` ("fid", "kid", "prdc" on Inception; "fd_dinov2", "kid_dinov2",
     "prdc_dinov2" on DINOv2). ``extractors`` overrides the networks (keys "inception"/"dinov2").
     fd_method: "sqrtm" (pytorch-fid's scipy sqrtm) or "eigh" (same value, faster on CPUs).
+    precision: arithmetic of the Inception network (fp32, the reference protocol, by default; another is
+    recorded in the protocol, so statistics of two precisions are never compared or share a cache file).
     Result keys: metrics, protocol (per extractor), samples, reference, settings, versions.
     """
     unknown = [m for m in metrics if m not in METRICS]
@@ -116,7 +123,7 @@ def evaluate(
     for key, names in by_key.items():
         t0 = time.perf_counter()
         ext = (extractors or {}).get(key) or _build_extractor(
-            key, inception_weights, dinov2_model, dinov2_clean_resize, device)
+            key, inception_weights, dinov2_model, dinov2_clean_resize, device, precision)
         need_feats = any(METRICS[n][1] in ("kid", "prdc") for n in names)
         ref, ref_kind = _reference_stats(reference, key, ext, need_feats, reference_cache, batch_size, progress)
         smp = compute_stats(sample_set, ext, batch_size, need_feats, progress)

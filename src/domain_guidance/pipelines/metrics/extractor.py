@@ -6,6 +6,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ...core.precision import check_precision, precision_context  # noqa: F401  (re-exported for the extractors)
+
 
 @runtime_checkable
 class FeatureExtractor(Protocol):
@@ -21,6 +23,12 @@ class FeatureExtractor(Protocol):
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) uint8 images -> (N, feature_dim) float32 features on the CPU."""
         ...
+
+
+def extraction_precision(precision: str) -> dict[str, Any]:
+    """The protocol entry of a feature precision: none for fp32 (the reference protocol, so statistics
+    cached before precisions existed stay valid), ``{"precision": name}`` otherwise."""
+    return {} if precision == "fp32" else {"precision": precision}
 
 
 def check_images(images: torch.Tensor, who: str) -> torch.Tensor:

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from domain_guidance.pipelines.metrics.extractor import check_images, module_sha256
+from domain_guidance.pipelines.metrics.extractor import (check_images, check_precision, extraction_precision,
+                                                      module_sha256, precision_context)
 from domain_guidance.pipelines.metrics.inception_weights import load_fid_weights
 
 M = TypeVar("M", bound=nn.Module)
@@ -252,8 +253,9 @@ class InceptionExtractor:
     feature_dim = FEATURE_DIM
 
     def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
-                 fast: bool = True) -> None:
+                 fast: bool = True, precision: str = "fp32") -> None:
         self.device = torch.device(device)
+        self.precision = check_precision(precision, self.device)  # autocast; fp32 is the reference protocol
         self.model = FIDInceptionV3()
         self.weights_source = load_fid_weights(self.model, weights)
         self.model.eval().requires_grad_(False).to(self.device)
@@ -266,11 +268,14 @@ class InceptionExtractor:
         """What the features depend on (compared when cached statistics are reused)."""
         return {"extractor": self.name, "weights_sha256": self.weights_sha256,
                 "resize": "torch bilinear 299x299 align_corners=False", "preprocess": PREPROCESS,
-                "feature_dim": FEATURE_DIM}
+                "feature_dim": FEATURE_DIM, **extraction_precision(self.precision)}
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.fast_model is None:
-            return self.model(preprocess(images.to(self.device))).float().cpu()  # (N, 2048)
+            x = preprocess(images.to(self.device))  # (N, 3, 299, 299)
+            with precision_context(self.precision, self.device):
+                return self.model(x).float().cpu()  # (N, 2048)
         x = preprocess(images.to(self.device), torch.channels_last)  # (N, 3, 299, 299) NHWC
-        return self.fast_model(x).float().cpu()  # (N, 2048)
+        with precision_context(self.precision, self.device):
+            return self.fast_model(x).float().cpu()  # (N, 2048)

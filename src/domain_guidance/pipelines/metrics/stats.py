@@ -24,7 +24,7 @@ from domain_guidance.io.atomic import atomic_path
 
 STATS_FORMAT = 1
 # Protocol fields that identify the features (compared whenever cached stats are reused).
-EXTRACTOR_FIELDS = ("extractor", "weights_sha256", "resize", "preprocess", "feature_dim")
+EXTRACTOR_FIELDS = ("extractor", "weights_sha256", "resize", "preprocess", "feature_dim", "precision")
 # Fields that identify the image set (compared when the images are at hand).
 IMAGE_FIELDS = ("num_images", "image_shape", "image_set_sha256")
 
