@@ -96,8 +96,9 @@ def floor_sets(n: int, replicates: int, classes: list[int] = TARGET) -> list[tup
     """Real images outside the reference: ``replicates`` disjoint class-balanced sets of n.
 
     From the held-out test split when it has enough (the N = 100 floors of the search); for larger N,
-    or for the source check, from the train split minus every image any candidate fine-tunes on
-    (``images_per_class`` 50 and 200) and minus exact duplicates of reference images.
+    or for the source check, from the train split's floor pool (the images the demo's judge does not
+    train on) minus every image any candidate fine-tunes on (``images_per_class`` 50 and 200) and minus
+    exact duplicates of reference images.
     """
     if classes != TARGET or n // len(classes) * replicates > 100:
         return _train_floor_sets(n, replicates, classes)
@@ -119,14 +120,14 @@ def floor_sets(n: int, replicates: int, classes: list[int] = TARGET) -> list[tup
 
 def _train_floor_sets(n: int, replicates: int, classes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     from domain_guidance.pipelines.demo.config import DemoConfig
-    from domain_guidance.pipelines.demo.floors import _hashes, target_data
+    from domain_guidance.pipelines.demo.floors import _hashes, reserved_for_floors, target_data
 
     ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=classes, split="train")
     taken = set(_hashes(reference(classes)[..., 0]).tolist())
     if classes == TARGET:
         for ipc in (50, 200):
             taken |= set(_hashes(np.asarray(target_data(DemoConfig(images_per_class=ipc), RES)[0].images)).tolist())
-    free = ~np.isin(_hashes(ds.images), list(taken))
+    free = ~np.isin(_hashes(ds.images), list(taken)) & reserved_for_floors(ds.images)  # the judge never saw them
     per = n // len(classes)
     sets = []
     pools = [np.random.default_rng([1, k]).permutation(np.flatnonzero(free & (ds.labels == k)))

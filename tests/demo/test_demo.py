@@ -1,6 +1,8 @@
 """The embedded demo: a shortened end-to-end run, its report and numbers, the CLI and the helpers."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 import re
 import time
@@ -127,6 +129,13 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
     # every metric recomputed from the saved images / features, independently of the demo's code
     model, info = judge.train_classifier(out, 16, 0.2, 128, progress=False)
     assert info == saved["classifier"]
+    # the judge trained without the floor pool: the train split minus every image reserved for floors
+    all_train = load_builtin("animal-mnist", resolution=16, channels=1, split="train").images
+    reserved = sum(int(hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest(), 16) % 20 < 11 for im in all_train)
+    assert info["train_images"] == len(all_train) - reserved and 0.4 < reserved / len(all_train) < 0.7
+    for f, z in zip(floors, real_sets):  # so no floor image is one the judge saw
+        assert all(int(hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest(), 16) % 20 < 11
+                   for im in z["images"][..., 0])
     ref_judge = judge.features(model, judge.uint8_to_input(ref))
     with np.load(out / "fid-reference.npz") as z:
         ref_inception = z["features"]
@@ -283,12 +292,26 @@ def test_settings_grid_and_floor_pool_limit(tmp_path: Path) -> None:
     assert [(g["method"], g["w"], g["interval"]) for g in grid[1:4]] == [
         ("cfg", 1.5, None), ("dog", 1.5, None), ("dog", 1.5, [500.0, 999.0])]
     assert len(grid) == 7 and len(settings_grid(DemoConfig(w=[2.0], dog_interval=None))) == 3
+    import hashlib
+
+    from domain_guidance.io.data import load_builtin
+    from domain_guidance.pipelines.demo.floors import target_data
+
     ref = np.zeros((4, 16, 16, 1), dtype=np.uint8)
-    # 800 train images per class, 50 of them fine-tuning images: 750 left for 2 replicates
-    sets = floor_sets(DemoConfig(seeds=[0, 1]), ref, [375, 1, 0, 2], 16)
-    assert [np.bincount(y, minlength=4).tolist() for _, y in sets] == [[375, 1, 0, 2]] * 2
-    with pytest.raises(ValueError, match="needs 376 images of target class 6 per seed replicate"):
-        floor_sets(DemoConfig(seeds=[0, 1]), ref, [376, 1, 1, 1], 16)
+    # the pool of class 6, counted here by the documented rule: train images whose sha1 (as an integer) is
+    # < 11 mod 20 (the judge never trains on them), minus the fine-tuning images (by content)
+    sha = lambda im: hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest()
+    train = load_builtin("animal-mnist", resolution=16, channels=1, classes=[6], split="train").images
+    tuned = {sha(im) for im in np.asarray(target_data(DemoConfig(), 16)[0].images)}
+    pool = {sha(im) for im in train if int(sha(im), 16) % 20 < 11} - tuned
+    per_rep = sum(int(sha(im), 16) % 20 < 11 and sha(im) not in tuned for im in train) // 2
+    assert 190 < per_rep < 240  # (about 55% of 800, minus the fine-tuning share) over 2 replicates
+    sets = floor_sets(DemoConfig(seeds=[0, 1]), ref, [per_rep, 1, 0, 2], 16)
+    assert [np.bincount(y, minlength=4).tolist() for _, y in sets] == [[per_rep, 1, 0, 2]] * 2
+    drawn = [sha(im[..., 0]) for images, y in sets for im in images[y == 0]]
+    assert len(set(drawn)) == len(drawn) and set(drawn) <= pool  # disjoint replicates, all from the judge-free pool
+    with pytest.raises(ValueError, match=f"needs {per_rep + 1} images of target class 6 per seed replicate"):
+        floor_sets(DemoConfig(seeds=[0, 1]), ref, [per_rep + 1, 1, 1, 1], 16)
 
 
 def test_cli_options_and_variants() -> None:

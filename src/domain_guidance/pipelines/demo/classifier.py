@@ -1,5 +1,8 @@
 """The demo's cheap domain judge: a small CNN trained on all ten animal-mnist classes at 16 px.
 
+It trains on the train split without the images kept for the real floors (``floors.reserved_for_floors``),
+so its metrics on a floor set are those of unseen real images, like on samples.
+
 Metrics on a sample set (uint8 NHWC images): the share classified into a target class (in-domain
 rate), the share classified as the class it was asked for (class match), and a Frechet distance and
 KID in the CNN's penultimate features against held-out target images.
@@ -19,6 +22,7 @@ from tqdm.auto import tqdm
 from ...io.atomic import atomic_path, write_json
 from ...io.data import load_builtin
 from ..metrics import frechet_distance_from_features, kid
+from .floors import FLOOR_SHARE, reserved_for_floors
 
 NUM_CLASSES = 10
 FEATURE_DIM = 128
@@ -44,12 +48,17 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x))  # (N, 10)
 
 
-def _arrays(split: str, resolution: int, classes: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, R, R) float in [-1, 1], original class ids (N,) of an animal-mnist split."""
+def _arrays(split: str, resolution: int, classes: Sequence[int] | None = None,
+            without_floor_pool: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, R, R) float in [-1, 1], original class ids (N,) of an animal-mnist split.
+
+    ``without_floor_pool``: leave out the images reserved for the real floors (floors.reserved_for_floors).
+    """
     ds = load_builtin("animal-mnist", resolution=resolution, channels=1, classes=classes, split=split)
-    x = torch.from_numpy(ds.images).float().div(127.5).sub(1.0).unsqueeze(1)
+    keep = ~reserved_for_floors(ds.images) if without_floor_pool else np.ones(len(ds.images), dtype=bool)
+    x = torch.from_numpy(ds.images[keep]).float().div(127.5).sub(1.0).unsqueeze(1)
     kept = ds.info["source_classes"]
-    y = torch.tensor([kept[i] for i in ds.labels.tolist()], dtype=torch.long)
+    y = torch.tensor([kept[i] for i in ds.labels[keep].tolist()], dtype=torch.long)
     return x, y
 
 
@@ -71,7 +80,9 @@ def train_classifier(out: str | Path, resolution: int = 16, epochs: float = 4.0,
     info holds the held-out test accuracy. The cache is reused only if its settings match.
     """
     path = Path(out) / "classifier.pt"
-    settings = {"resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed}
+    # "floor_pool": the judge trains without the images kept for the real floors (a cache from before that is retrained)
+    settings = {"resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                "floor_pool": "held out %d/%d" % FLOOR_SHARE}
     model = SmallCNN()
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain dicts only
@@ -80,7 +91,7 @@ def train_classifier(out: str | Path, resolution: int = 16, epochs: float = 4.0,
             return model.eval(), saved["info"]
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x, y = _arrays("train", resolution)
+    x, y = _arrays("train", resolution, without_floor_pool=True)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     steps = max(1, math.ceil(epochs * len(x) / batch_size))
     model.train()

@@ -1,8 +1,8 @@
 """Real target images for the demo's floors: what a metric gives real data at the samples' N.
 
-The pool is the fine-tune's own data split (the target classes of animal-mnist's train split)
-without the fine-tuning images, and without any image equal to a fine-tuning or reference image
-(animal-mnist has exact duplicates). Replicate i takes the i-th block of a seeded per-class
+The pool is the part of the fine-tune's own data split (the target classes of animal-mnist's train
+split) that the judge never trains on (``reserved_for_floors``), without the fine-tuning images, and
+without any image equal to a fine-tuning or reference image (animal-mnist has exact duplicates). Replicate i takes the i-th block of a seeded per-class
 permutation of that pool, with the same class counts as the sample sets: the subsets of
 different replicates are disjoint, so the floor has a spread like the samples do.
 """
@@ -23,6 +23,19 @@ from .config import DemoConfig
 def _hashes(images: np.ndarray) -> np.ndarray:
     """(N,) content hashes of (N, ...) uint8 images."""
     return np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images])
+
+
+# The judge (classifier.py) must never have trained on a floor image, or its metrics on the floor would be
+# those of its own training data (too good). The train split is therefore cut in two by image content:
+# an image whose sha1 read as an integer is < 11 mod 20 (about 55%) is kept for the floors, the judge
+# trains on the rest. By content, so exact duplicates (animal-mnist has some) fall on one side.
+FLOOR_SHARE = (11, 20)
+
+
+def reserved_for_floors(images: np.ndarray) -> np.ndarray:
+    """(N,) bool: which (N, R, R) uint8 train-split images are kept out of the judge's training for the floors."""
+    keep, mod = FLOOR_SHARE
+    return np.array([int(h, 16) % mod < keep for h in _hashes(images)], dtype=bool)
 
 
 def target_data_overrides(cfg: DemoConfig) -> dict[str, Any]:
@@ -50,7 +63,7 @@ def floor_sets(cfg: DemoConfig, reference: np.ndarray, counts: Sequence[int], re
     taken = set(_hashes(np.asarray(train.images)).tolist()) | set(_hashes(reference[..., 0]).tolist())
     images = np.asarray(pool.images)  # (M, R, R)
     labels = np.asarray(pool.labels)
-    free = ~np.isin(_hashes(images), list(taken))
+    free = ~np.isin(_hashes(images), list(taken)) & reserved_for_floors(images)  # never seen by the judge
     reps = len(cfg.seeds)
     blocks: list[list[np.ndarray]] = [[] for _ in range(reps)]
     for k, n in enumerate(counts):
