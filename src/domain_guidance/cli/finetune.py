@@ -54,6 +54,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="continue the run in --out exactly from checkpoints/latest (starts fresh if none); "
                         "default: refuse to touch a run directory that already has checkpoints")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
+    p.add_argument("--compile", action="store_true", help="shortcut for compile=true: torch.compile the network "
+                   "(the first step pays the compile time; eager with a logged note where it cannot compile)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
 
 
@@ -102,6 +104,8 @@ def _resolve(args: argparse.Namespace, pretrain: bool):
     shortcuts = [(flag, f"{key}={value}") for flag, (key, value) in flags.items() if value is not None]
     if args.no_progress:
         shortcuts.append(("--no-progress", "progress=false"))
+    if args.compile:
+        shortcuts.append(("--compile", "compile=true"))
     if getattr(args, "single_pass", None) is not None:
         shortcuts += [("--single-pass", "single_pass.enabled=true"), ("--single-pass", f"single_pass.w={args.single_pass}")]
     if pretrain:

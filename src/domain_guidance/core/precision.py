@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import time
+import warnings
 from typing import Any, Callable, Iterator
 
 import torch
@@ -134,6 +135,7 @@ class CompiledModule(nn.Module):
         self._set_compiled(None)
         first = (str(e).strip().splitlines() or [""])[0][:160]
         self.note = f"--compile: torch.compile failed ({type(e).__name__}: {first}); running eagerly"
+        warnings.warn(self.note, RuntimeWarning, stacklevel=3)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.compiled is None:

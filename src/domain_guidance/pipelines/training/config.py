@@ -126,6 +126,7 @@ class TrainConfig(ConfigMixin):
     precision: str = "fp32"  # fp32 | bf16 (autocast on the training device, CPU too) | auto (bf16 on CUDA only)
     tf32: bool = True  # allow TF32 matmuls on CUDA (the published recipe's fp32/TF32)
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the network (eager, with a logged note, where it cannot compile)
     log_every: int = 100
     sample_every: int = 0  # 0: no grids (a final grid is still drawn when > 0)
     ckpt_every: int = 1000

@@ -29,6 +29,7 @@ import torch
 
 from ...core.diffusion import create_diffusion
 from ...core.flow import flow_matching_losses, flow_training_inputs
+from ...core.precision import maybe_compile
 from ...core.seeds import PerSampleNoise
 from ...io.atomic import write_json
 from .config import TrainConfig
@@ -255,7 +256,9 @@ class _Trainer:
         flow = models.config.prediction == "velocity"  # SiT: flow matching; DiT: ADM diffusion
         diffusion = None if flow else create_diffusion("", learn_sigma=models.config.learn_sigma)
         sp = self.single_pass = self._single_pass(flow, diffusion)
-        model = wrap_ddp(models.net, dist)
+        model = maybe_compile(wrap_ddp(models.net, dist), cfg.compile)  # the same weights, traced
+        if getattr(model, "note", None):
+            self.log.note(self.step, model.note)
         keys = StepKeys(len(data.dataset), cfg.batch_size, cfg.seed)
         part = local_slice(cfg.batch_size, dist)
         ks = range(part.start, part.stop)

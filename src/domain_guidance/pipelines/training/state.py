@@ -185,7 +185,7 @@ def restore_rng(rng: dict[str, Any]) -> None:
 # Keys that may change between a run and its resumption without changing the trajectory.
 RESUME_FREE = ("steps", "log_every", "sample_every", "ckpt_every", "keep_last", "progress", "tensorboard", "device",
                "dist_timeout_s", "out", "preset", "debug_nan_at_step", "debug_kill_at_step", "data.num_workers",
-               "data.cache_path", "grid.")
+               "data.cache_path", "grid.", "compile")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
