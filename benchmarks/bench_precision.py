@@ -20,6 +20,7 @@ the seed replicates): a precision whose mean change is larger than the spread is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -35,6 +36,9 @@ from _speed import (build_nets, evaluations, forward_flops, guided, matmul_peak,
 
 from domain_guidance.core.precision import CompiledModule, precision_context  # noqa: E402
 from domain_guidance.io.distributed import pick_device  # noqa: E402
+
+
+INTERVAL = (0.0, 499.0)  # guidance in the lower half of the timesteps: the guide is skipped above
 
 
 def precisions_for(device: torch.device) -> list[str]:
@@ -54,6 +58,8 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
         for m in ("unguided", "cfg", "dog"):
             dens[(p, m)] = guided(nets, m, p)
             cases[f"{p}/{m}"] = sampler_run(dens[(p, m)], nets, args.batch, args.steps, device)
+    dens[("fp32", "dog-interval")] = dataclasses.replace(guided(nets, "dog", "fp32"), interval=INTERVAL)
+    cases["fp32/dog-interval"] = sampler_run(dens[("fp32", "dog-interval")], nets, args.batch, args.steps, device)
     for fuse in (True, False):
         dens[("fp32", f"lora-{fuse}")] = guided(nets, "dog-lora", "fp32", fuse=fuse)
         cases[f"fp32/dog-lora-{'one' if fuse else 'two'}-call"] = sampler_run(dens[("fp32", f"lora-{fuse}")], nets,
@@ -70,6 +76,10 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
             row[m] = {"s_per_image": sec / args.batch, "evaluations_per_image": evals_per_image,
                       "achieved_gflops": achieved, "of_matmul_peak": achieved / peaks[p]}
         out["precisions"][p] = row
+    d = dens[("fp32", "dog-interval")]
+    out["dog_interval"] = {"interval": list(INTERVAL), "s_per_image": best["fp32/dog-interval"] / args.batch,
+                           "guide_evaluations_per_image": d.uncond.evaluations / (runs * args.batch),
+                           "over_dog": best["fp32/dog-interval"] / best["fp32/dog"]}
     one, two = best["fp32/dog-lora-one-call"], best["fp32/dog-lora-two-call"]
     out["lora_dog"] = {"one_call_s_per_image": one / args.batch, "two_call_s_per_image": two / args.batch,
                        "two_over_one": two / one}
@@ -175,6 +185,10 @@ def report(result: dict) -> None:
         for p, row in sp["precisions"].items():
             print(f"{p}: DoG / CFG time per image {row['dog']['s_per_image'] / row['cfg']['s_per_image']:.2f}x, "
                   f"unguided / CFG {row['unguided']['s_per_image'] / row['cfg']['s_per_image']:.2f}x")
+        di = sp.get("dog_interval")
+        if di:
+            print(f"DoG guided only for t in {di['interval']} (fp32): {di['guide_evaluations_per_image']:.1f} guide "
+                  f"evaluations per image of {sp['steps']}, time per image {di['over_dog']:.2f}x DoG's")
         lo = sp["lora_dog"]
         print(f"LoRA-DoG (fp32): two calls / one call of 2N = {lo['two_over_one']:.2f}x time per image")
         if "compile" in sp:
