@@ -125,5 +125,5 @@ def flow(base: DemoConfig | None = None) -> DemoConfig:
     return cfg.validate()
 
 
-FLOW_PRETRAIN_STEPS = 2000  # what the shipped flow source was trained for (assets/README.md)
+FLOW_PRETRAIN_STEPS = 1000  # what the shipped flow source was trained for (assets/README.md)
 VARIANTS = {"quick": quick, "full": full, "flow": flow}
