@@ -2,7 +2,7 @@
 
 ``quick`` is the README size (within 15 minutes on 2 CPU cores, most of it FID-Inception features);
 ``full`` (``dog demo --full``) takes more samples and a finer w grid for a more stable measurement
-(hours on a CPU).
+(hours on a CPU). ``flow`` (``dog demo --flow``) turns either into the flow-matching variant (see flow.py).
 """
 from __future__ import annotations
 
