@@ -30,7 +30,8 @@ def matched_steps(eps_steps: int, sampler: str = FLOW_SAMPLER) -> int:
     """Steps of ``sampler`` with (about) the network evaluations of ``eps_steps`` DDIM steps (Heun: half)."""
     per = EVALS_PER_STEP.get(sampler)
     if per is None:
-        raise ValueError(f"sampler {sampler!r}: no fixed evaluations per step; expected one of {sorted(EVALS_PER_STEP)}")
+        raise ValueError(f"sampler {sampler!r}: no fixed evaluations per step; "
+                         f"expected one of {sorted(EVALS_PER_STEP)}")
     return max(1, eps_steps // per)
 
 
@@ -78,5 +79,6 @@ def check_source_prediction(checkpoint: str | Path, expected: str) -> str:
         fix = (f"pass a velocity source (the shipped {SHIPPED_FLOW_SOURCE.name}, or --pretrain to train the "
                f"{FLOW_SOURCE_PRESET!r} preset)" if expected == "velocity"
                else "drop --source, or run the flow variant with --flow")
-        raise ValueError(f"source model {checkpoint} predicts {got!r}, but {variant} needs a {expected!r} source; {fix}")
+        raise ValueError(f"source model {checkpoint} predicts {got!r}, but {variant} needs a {expected!r} source; "
+                         f"{fix}")
     return got
