@@ -60,7 +60,9 @@ class DemoConfig(ConfigMixin):
     fid: bool = True  # real FID-Inception (about 8 img/s on 2 cores)
     reference_images: int | None = 400  # held-out target test images used as reference (None: all)
     kid_subsets: int = 100  # KID: mean / std over this many random subsets of min(samples, reference) features
-    classifier_epochs: float = 4.0  # the 10-class CNN judge, trained once and cached in out/
+    # the 10-class CNN judge, trained once and cached in out/, on the ~45% of the train split kept out of the floors:
+    # 8 epochs = 226 steps of 128 (held-out accuracy 0.881 measured; 4 epochs gave 0.839, 12 gave 0.883)
+    classifier_epochs: float = 8.0
     classifier_batch: int = 128
     progress: bool = True
 
@@ -109,7 +111,7 @@ def quick() -> DemoConfig:
 def full() -> DemoConfig:
     """``--full``: more samples, the w grid {1.25, 1.5, 2, 3, 4} (the U-shape), also the no-dropout fine-tune."""
     return DemoConfig(out="runs/demo-full", w=[1.25, 1.5, 2.0, 3.0, 4.0], samples=500, seeds=[0, 1, 2],
-                      steps=50, reference_images=None, also_without_dropout=True, classifier_epochs=8.0)
+                      steps=50, reference_images=None, also_without_dropout=True, classifier_epochs=12.0)
 
 
 def flow(base: DemoConfig | None = None) -> DemoConfig:
