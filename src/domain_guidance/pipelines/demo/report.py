@@ -244,10 +244,11 @@ def _protocol(results: dict[str, Any]) -> list[str]:
           "same seeds).",
         fid_line,
         f"- Real floor (and ceiling for the judge's rates): per seed replicate, {cfg['samples']} real target images "
-        "with the samples' class counts, from the target classes' train split minus the fine-tuning images (and minus "
-        "any exact duplicate of a fine-tuning or reference image); the replicates' sets are disjoint. They are scored "
+        "with the samples' class counts, from the part of the target classes' train split that the judge never trains "
+        "on (a content-hashed floor pool), minus the fine-tuning images (and minus any exact duplicate of a "
+        "fine-tuning or reference image); the replicates' sets are disjoint. They are scored "
         "exactly like the samples, so a method's number can only be read against this row at the same N.",
-        f"- Classifier judge: small CNN on all 10 classes (test accuracy "
+        f"- Classifier judge: small CNN on all 10 classes, trained on the train split outside the floor pool (test accuracy "
         f"{results['classifier']['test_accuracy']:.3f}); "
         "in-domain rate = share classified into a target class; class match = share classified as the requested "
         "(real: true) class; FD / KID (classifier) = Frechet distance / KID of its 128-d penultimate features vs the "
