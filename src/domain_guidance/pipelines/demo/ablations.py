@@ -29,7 +29,7 @@ from .blend import BlendedUncond
 from .config import DemoConfig
 from .heatmap import metric_lines
 from .run import finetune, score_floors
-from .workbench import Workbench, cached, seeds_of, set_tag
+from .workbench import Workbench, seeds_of, set_tag
 
 if TYPE_CHECKING:
     from .study import StudyConfig
@@ -81,7 +81,7 @@ def steps_ablation(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) -> dict
                                         {"sampling_steps": n})]
         return {"finetune": ft, "runs": runs, "floors": floors, "summary": summary, "comparisons": cells}
 
-    record = cached(out / "ablations" / "steps.json", key, compute)
+    record = wb.cached(out / "ablations" / "steps.json", key, compute)
     record["plot"] = str(metric_lines(record["summary"], f"CFG and DoG at w={w:g} against sampling steps", _steps_of,
                                       wb.out / "ablation-steps.png", "sampling steps", log_x=True))
     return record
@@ -149,7 +149,7 @@ def uncond_guide_ablation(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) 
         return {"finetune": ft, "guides": {str(s): p for s, p in guides.items()}, "runs": runs, "floors": floors,
                 "summary": summary, "comparisons": cells}
 
-    record = cached(out / "ablations" / "uncond-guide.json", key, compute)
+    record = wb.cached(out / "ablations" / "uncond-guide.json", key, compute)
     record["plot"] = str(metric_lines(record["summary"], f"DoG with the unconditional fine-tune as guide, w={w:g}",
                                       _guide_steps_of, wb.out / "ablation-uncond-guide.png",
                                       "unconditional guide: training steps"))

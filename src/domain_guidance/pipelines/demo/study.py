@@ -19,7 +19,7 @@ from . import analysis
 from .config import DemoConfig
 from .run import assemble, finetune, score_floors, settings_grid
 from .study_config import ABLATIONS, StudyConfig, study_base
-from .workbench import Workbench, cached, seeds_of, set_tag
+from .workbench import Workbench, seeds_of, set_tag
 
 FT = "ld0.1"  # the study's fine-tunes: label dropout 0.1, as the demo's
 
@@ -50,7 +50,7 @@ def run_cell(wb: Workbench, cfg: DemoConfig) -> dict[str, Any]:
                 "runs": runs, "floors": floors, **assemble(cfg, runs, floors, {FT: ft}),
                 "seconds": round(time.perf_counter() - t0, 2)}
 
-    return cached(out / "cell.json", cfg.to_dict(), compute)
+    return wb.cached(out / "cell.json", cfg.to_dict(), compute)
 
 
 def map_entries(cells: list[dict[str, Any]], ws: list[float], metrics: list[str] | None = None) -> list[dict[str, Any]]:

@@ -85,6 +85,12 @@ class Workbench:
                                   self.base.kid_subsets, self.out / "features")
         return self._scorer
 
+    def cached(self, path: Path, config: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``cached`` keyed also by what the config does not name but decides the numbers: the judge
+        (its settings and held-out accuracy: a retrained judge changes every judge metric) and the source."""
+        return cached(path, {**config, "judge": self.clf_info, "source_checkpoint": self.source["checkpoint"]},
+                      compute)
+
     def cell_config(self, finetune_steps: int, images_per_class: int) -> DemoConfig:
         """The base config at one fine-tune length and target-set size, its out folder under ``cells/``."""
         cfg = dataclasses.replace(self.base, finetune_steps=int(finetune_steps),
