@@ -28,17 +28,25 @@ def tiny_config(out: Path) -> DemoConfig:
     """A T/2-sized source pre-trained for a few dozen steps, a handful of samples, one w, two seed replicates."""
     return DemoConfig(out=str(out), pretrain=True, pretrain_steps=30, model="T/2",
                       model_overrides={"hidden_size": 32, "depth": 1, "num_heads": 2}, finetune_steps=10,
-                      finetune_batch=8, images_per_class=5, w=[2.0], samples=6, seeds=[0, 1], steps=5, batch_size=8,
+                      finetune_batch=8, images_per_class=5, w=[2.0], samples=8, seeds=[0, 1], steps=5, batch_size=8,
                       reference_images=8, classifier_epochs=0.2, kid_subsets=7, progress=False)
 
 
-def _table_rows(report: str) -> dict[str, list[str]]:
-    """Markdown table rows of the report, keyed by their first cell (the first table holding that key)."""
-    rows: dict[str, list[str]] = {}
+def _table_rows(report: str, header_starts: str) -> dict[str, list[str]]:
+    """Rows of the first markdown table of the report whose header row starts with ``header_starts``,
+    keyed by their first cell."""
+    rows: dict[str, list[str]] | None = None
     for line in report.splitlines():
-        if line.startswith("| ") and not line.startswith("| Setting"):
+        if rows is None:
+            if line.startswith(header_starts):
+                rows = {}
+            continue
+        if not line.startswith("|"):
+            break
+        if not line.startswith("|---"):
             cells = [c.strip() for c in line.strip("|").split("|")]
-            rows.setdefault(cells[0], cells[1:])
+            rows[cells[0]] = cells[1:]
+    assert rows, f"no table with a header starting {header_starts!r}"
     return rows
 
 
@@ -116,12 +124,12 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
     ref = reference_images(tiny_config(out))
     as_set = lambda a: {im.tobytes() for im in a.reshape(len(a), 16, 16)}  # noqa: E731
     floors = saved["floors"]
-    assert [(f["method"], f["seed"], f["n"]) for f in floors] == [("real", 0, 6), ("real", 1, 6)]
+    assert [(f["method"], f["seed"], f["n"]) for f in floors] == [("real", 0, 8), ("real", 1, 8)]
     real_sets = [np.load(f["images"]) for f in floors]
     for z in real_sets:
-        assert z["images"].shape == (6, 16, 16, 1) and sorted(z["labels"].tolist()) == [0, 0, 1, 1, 2, 3]
+        assert z["images"].shape == (8, 16, 16, 1) and sorted(z["labels"].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
         got = as_set(z["images"])
-        assert len(got) == 6 and not got & as_set(ft_images) and not got & as_set(ref)
+        assert len(got) == 8 and not got & as_set(ft_images) and not got & as_set(ref)
         for im, y in zip(z["images"][..., 0], z["labels"]):  # each is a train image of its class
             assert any(np.array_equal(im, t) for t in train.images[train.labels == y])
     assert not as_set(real_sets[0]["images"]) & as_set(real_sets[1]["images"])
@@ -137,6 +145,14 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
         assert all(int(hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest(), 16) % 20 < 11
                    for im in z["images"][..., 0])
     ref_judge = judge.features(model, judge.uint8_to_input(ref))
+    # the reference's class of each image: the class of the held-out test image it is
+    test = load_builtin("animal-mnist", resolution=16, classes=[6, 7, 8, 9], split="test")
+    ref_lab = np.array([test.labels[(test.images == im[..., 0]).all((1, 2))][0] for im in ref])
+    assert sorted(ref_lab.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+    def intra(fn, ref_f: np.ndarray, f: np.ndarray, lab: np.ndarray) -> float:  # mean over classes of fn(ref_k, f_k)
+        return float(np.mean([fn(ref_f[ref_lab == k], f[lab == k]) for k in range(4)]))
+
     with np.load(out / "fid-reference.npz") as z:
         ref_inception = z["features"]
     assert ref_inception.shape == (8, 2048)
@@ -144,7 +160,7 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
     sets = [(r, *load_samples(r["samples"])) for r in saved["runs"]]
     sets += [(f, z["images"], z["labels"]) for f, z in zip(floors, real_sets)]
     for k, (r, images, labels) in enumerate(sets):
-        assert images.shape == (6, 16, 16, 1) and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 3]
+        assert images.shape == (8, 16, 16, 1) and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
         pred = judge.predict(model, judge.uint8_to_input(images)).argmax(1).numpy()
         assert r["in_domain"] == np.isin(pred, [6, 7, 8, 9]).mean()
         assert r["class_match"] == (pred == np.array([6, 7, 8, 9])[labels]).mean()
@@ -153,6 +169,11 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
         kid_mean, kid_std = _kid(ref_judge, feats, 7)
         assert r["kid_classifier"] == pytest.approx(kid_mean, rel=1e-6, abs=1e-9)
         assert r["kid_classifier_subset_std"] == pytest.approx(kid_std, rel=1e-6, abs=1e-9)
+        # intra-class: samples requested as k (real: of class k) vs the reference images of class k, mean over k
+        assert r["intra_fd_classifier"] == pytest.approx(intra(lambda a, b: _frechet(b, a), ref_judge, feats, labels),
+                                                         rel=1e-6)
+        assert r["intra_kid_classifier"] == pytest.approx(intra(lambda a, b: _kid(a, b, 7)[0], ref_judge, feats,
+                                                                labels), rel=1e-6, abs=1e-9)
         with np.load(r["inception_features"]) as z:
             inc = z["features"]
         if k == len(sets) - 1:  # the saved features are those of these images
@@ -162,10 +183,13 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
         kid_mean, kid_std = _kid(ref_inception, inc, 7)
         assert r["kid"] == pytest.approx(kid_mean, rel=1e-6, abs=1e-9)
         assert r["kid_subset_std"] == pytest.approx(kid_std, rel=1e-6, abs=1e-9)
+        assert r["intra_fid"] == pytest.approx(intra(lambda a, b: _frechet(b, a), ref_inception, inc, labels), rel=1e-6)
+        assert r["intra_kid"] == pytest.approx(intra(lambda a, b: _kid(a, b, 7)[0], ref_inception, inc, labels),
+                                               rel=1e-6, abs=1e-9)
         assert r["fid"] > 0 and r["kid_subset_std"] > 0  # 6 of 8 reference features differ between subsets
     # same seeds in every setting of a replicate
     seeds = [np.load(r["samples"])["seeds"].tolist() for r in saved["runs"]]
-    assert seeds[:4] == [list(range(6))] * 4 and seeds[4:] == [list(range(100000, 100006))] * 4
+    assert seeds[:4] == [list(range(8))] * 4 and seeds[4:] == [list(range(100000, 100008))] * 4
 
     # summary rows: replicate values, mean and std (ddof 1) by hand
     records = saved["runs"] + floors
@@ -173,7 +197,8 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
     for r in records:
         by_setting.setdefault(_setting(r), []).append(r)
     assert len(saved["summary"]) == len(by_setting) == 5
-    metrics = ("fid", "kid", "fd_classifier", "kid_classifier", "in_domain", "class_match")
+    metrics = ("fid", "kid", "fd_classifier", "kid_classifier", "intra_fid", "intra_kid", "intra_fd_classifier",
+               "intra_kid_classifier", "in_domain", "class_match")
     for row in saved["summary"]:
         rs = by_setting[_setting(row)]
         for m in metrics:
@@ -190,7 +215,8 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
                      ("unguided", False, "real", False), ("cfg", False, "real", False), ("dog", False, "real", False),
                      ("dog", True, "real", False)}
     assert len(saved["comparisons"]) == len(pairs) * len(metrics)
-    lower = {"fid", "kid", "fd_classifier", "kid_classifier"}
+    lower = {"fid", "kid", "fd_classifier", "kid_classifier", "intra_fid", "intra_kid", "intra_fd_classifier",
+             "intra_kid_classifier"}
     for c in saved["comparisons"]:
         key = lambda s: ("ld0.1" if s["method"] != "real" else None, s["method"], s["w"],  # noqa: E731
                          tuple(s["interval"]) if s["interval"] else None)
@@ -221,7 +247,8 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
 
     # the report's table cells and flags are the numbers of results.json
     report = (out / "report.md").read_text()
-    rows = _table_rows(report)
+    rows = _table_rows(report, "| Setting | FID (Inception)")  # marginal metrics (first w table)
+    per_class = _table_rows(report, "| Setting | intra-class FID")  # per-class metrics and the judge's rates
     summary = {_setting(r): r for r in saved["summary"]}
     for label, key in (("Real (floor)", (None, "real", None, None)), ("Unguided", ("ld0.1", "unguided", 1.0, None)),
                        ("CFG (w=2)", ("ld0.1", "cfg", 2.0, None)), ("DoG (w=2)", ("ld0.1", "dog", 2.0, None)),
@@ -230,18 +257,24 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
         assert rows[label] == [f"{r['fid']:.2f} ± {r['fid_std']:.2f}",
                                f"{1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f}",
                                f"{r['fd_classifier']:.1f} ± {r['fd_classifier_std']:.1f}",
-                               f"{r['kid_classifier']:.4g} ± {r['kid_classifier_std']:.4g}",
-                               f"{r['in_domain']:.3f} ± {r['in_domain_std']:.3f}",
-                               f"{r['class_match']:.3f} ± {r['class_match_std']:.3f}"]
-    dog_vs_cfg = [c for c in saved["comparisons"] if c["a"]["method"] == "dog" and not c["a"]["interval"]
-                  and c["b"]["method"] == "cfg"]
-    assert rows["DoG vs CFG"] == [rel_change(c["mean_a"], c["mean_b"]) + (", resolved" if c["resolved"]
-                                                                            else ", not resolved") for c in dog_vs_cfg]
-    assert "N = 6 samples per setting" in report and "w in [2.0]" in report and "seed replicates [0, 1]" in report
-    unresolved = [c["metric"] for c in dog_vs_cfg if not c["resolved"]]
+                               f"{r['kid_classifier']:.4g} ± {r['kid_classifier_std']:.4g}"]
+        assert per_class[label] == [f"{r['intra_fid']:.2f} ± {r['intra_fid_std']:.2f}",
+                                    f"{1e3 * r['intra_kid']:.2f} ± {1e3 * r['intra_kid_std']:.2f}",
+                                    f"{r['intra_fd_classifier']:.1f} ± {r['intra_fd_classifier_std']:.1f}",
+                                    f"{r['intra_kid_classifier']:.4g} ± {r['intra_kid_classifier_std']:.4g}",
+                                    f"{r['in_domain']:.3f} ± {r['in_domain_std']:.3f}",
+                                    f"{r['class_match']:.3f} ± {r['class_match_std']:.3f}"]
+    dog_vs_cfg = {c["metric"]: c for c in saved["comparisons"] if c["a"]["method"] == "dog" and not c["a"]["interval"]
+                  and c["b"]["method"] == "cfg"}
+    flag = lambda c: rel_change(c["mean_a"], c["mean_b"]) + (", resolved" if c["resolved"] else ", not resolved")  # noqa: E731
+    assert rows["DoG vs CFG"] == [flag(dog_vs_cfg[m]) for m in ("fid", "kid", "fd_classifier", "kid_classifier")]
+    assert per_class["DoG vs CFG"] == [flag(dog_vs_cfg[m]) for m in ("intra_fid", "intra_kid", "intra_fd_classifier",
+                                                                     "intra_kid_classifier", "in_domain", "class_match")]
+    assert "N = 8 samples per setting" in report and "w in [2.0]" in report and "seed replicates [0, 1]" in report
+    unresolved = [c["metric"] for c in dog_vs_cfg.values() if not c["resolved"]]
     if unresolved:
         assert f"- w=2: no resolved difference between DoG (w=2) and CFG on {', '.join(unresolved)}." in report
-    for c in dog_vs_cfg:
+    for c in dog_vs_cfg.values():
         if c["resolved"]:
             assert re.search(rf"- w=2: (DoG \(w=2\) beats CFG|CFG beats DoG \(w=2\)) on {c['metric']} \(resolved",
                              report)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-# metric -> lower is better
+# metric -> lower is better. intra_*: the intra-class version (samples asked for class k vs reference
+# images of class k, mean over classes; metrics.intra_class): counts a sample of the wrong class
 METRICS: dict[str, bool] = {
     "fid": True, "kid": True, "fd_classifier": True, "kid_classifier": True,
+    "intra_fid": True, "intra_kid": True, "intra_fd_classifier": True, "intra_kid_classifier": True,
     "in_domain": False, "class_match": False,
 }
 # per-run extras averaged into the summary but never compared (the KID std over its subsets)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ...io.atomic import atomic_path, write_json
 from ...io.data import load_builtin
 from ..metrics import frechet_distance_from_features, kid
+from ..metrics.intra_class import defined, intra_class_fd, intra_class_kid
 from .floors import FLOOR_SHARE, reserved_for_floors
 
 NUM_CLASSES = 10
@@ -128,14 +129,18 @@ def features(model: SmallCNN, x: torch.Tensor, batch_size: int = 512) -> np.ndar
 
 
 def domain_metrics(model: SmallCNN, images: np.ndarray, requested: np.ndarray, target_classes: Sequence[int],
-                   reference_features: np.ndarray, kid_subsets: int = 100) -> dict[str, float]:
+                   reference_features: np.ndarray, kid_subsets: int = 100,
+                   reference_labels: np.ndarray | None = None) -> dict[str, float]:
     """Classifier metrics of uint8 NHWC images whose labels (0..K-1) index ``target_classes``.
 
     in_domain: share predicted as any target class; class_match: share predicted as the requested
     class; off_domain: 1 - in_domain (share predicted as a source class); fd_classifier: Frechet
     distance of the penultimate features vs ``reference_features``; kid_classifier (and
     kid_classifier_subset_std): unbiased KID in the same features, ``kid_subsets`` random subsets
-    of min(N, N_ref) features (metrics.kid, seed 0).
+    of min(N, N_ref) features (metrics.kid, seed 0). With ``reference_labels`` (N_ref,) 0..K-1 also
+    intra_fd_classifier / intra_kid_classifier: per class k, the images requested as k vs the reference
+    images of class k, mean over the K classes (metrics.intra_class); left out when a class has fewer
+    than 2 images on either side (e.g. N < 2 K).
     """
     x = uint8_to_input(images)
     pred = predict(model, x).argmax(1).numpy()
@@ -144,7 +149,13 @@ def domain_metrics(model: SmallCNN, images: np.ndarray, requested: np.ndarray, t
     in_domain = float(np.isin(pred, targets).mean())
     feats = features(model, x)  # (N, 128)
     k = kid(reference_features, feats, n_subsets=kid_subsets)
-    return {"in_domain": in_domain, "class_match": float((pred == wanted).mean()),
-            "off_domain": 1.0 - in_domain,
-            "fd_classifier": frechet_from_features(feats, reference_features),
-            "kid_classifier": k["kid_mean"], "kid_classifier_subset_std": k["kid_std"]}
+    out = {"in_domain": in_domain, "class_match": float((pred == wanted).mean()),
+           "off_domain": 1.0 - in_domain,
+           "fd_classifier": frechet_from_features(feats, reference_features),
+           "kid_classifier": k["kid_mean"], "kid_classifier_subset_std": k["kid_std"]}
+    classes = range(len(target_classes))
+    if reference_labels is not None and defined(reference_labels, requested, classes):
+        out["intra_fd_classifier"] = intra_class_fd(reference_features, reference_labels, feats, requested, classes)
+        out["intra_kid_classifier"] = intra_class_kid(reference_features, reference_labels, feats, requested, classes,
+                                                      n_subsets=kid_subsets)
+    return out

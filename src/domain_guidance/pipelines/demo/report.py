@@ -25,10 +25,19 @@ COLUMNS: dict[str, tuple[str, str, float]] = {
     "kid": ("KID×10³ (Inception) ↓", "{:.2f}", 1e3),
     "fd_classifier": ("FD (classifier) ↓", "{:.1f}", 1.0),
     "kid_classifier": ("KID (classifier) ↓", "{:.4g}", 1.0),  # unnormalised ReLU features: any scale
+    "intra_fid": ("intra-class FID ↓", "{:.2f}", 1.0),
+    "intra_kid": ("intra-class KID×10³ ↓", "{:.2f}", 1e3),
+    "intra_fd_classifier": ("intra-class FD (classifier) ↓", "{:.1f}", 1.0),
+    "intra_kid_classifier": ("intra-class KID (classifier) ↓", "{:.4g}", 1.0),
     "in_domain": ("in-domain rate ↑", "{:.3f}", 1.0),
     "class_match": ("class match ↑", "{:.3f}", 1.0),
 }
 NAMES = {"unguided": "Unguided", "cfg": "CFG", "dog": "DoG", "real": "Real (floor)"}
+# the per-w tables: marginal metrics, then the class-conditional ones with the judge's rates
+TABLES = (("Marginal (all samples pooled vs the whole reference)", ("fid", "kid", "fd_classifier", "kid_classifier")),
+          ("Per class (samples asked for class k vs the reference images of class k, mean over k) and the judge's "
+           "rates", ("intra_fid", "intra_kid", "intra_fd_classifier", "intra_kid_classifier", "in_domain",
+                     "class_match")))
 
 
 def value(metric: str, x: float) -> str:
@@ -87,8 +96,17 @@ def rows_at(summary: list[dict], ft: str, w: float) -> list[dict[str, Any]]:
 
 
 def table(summary: list[dict], cells: list[dict], ft: str, w: float) -> list[str]:
-    """Markdown lines: the floor and the methods x metrics at one w, then the comparison rows with resolved flags."""
-    metrics = metrics_of(summary)
+    """Markdown lines: per metric family (``TABLES``), the floor and the methods x metrics at one w, then
+    the comparison rows with resolved flags."""
+    lines: list[str] = []
+    for title, family in TABLES:
+        metrics = [m for m in metrics_of(summary) if m in family]
+        if metrics:
+            lines += [f"{title}:", ""] + _family_table(summary, cells, ft, w, metrics) + [""]
+    return lines[:-1]
+
+
+def _family_table(summary: list[dict], cells: list[dict], ft: str, w: float, metrics: list[str]) -> list[str]:
     lines = ["| Setting | " + " | ".join(COLUMNS[m][0] for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
     rows = rows_at(summary, ft, w)
@@ -253,6 +271,11 @@ def _protocol(results: dict[str, Any]) -> list[str]:
         "in-domain rate = share classified into a target class; class match = share classified as the requested "
         "(real: true) class; FD / KID (classifier) = Frechet distance / KID of its 128-d penultimate features vs the "
         "reference.",
+        "- Intra-class metrics (intra-FID, Miyato & Koyama 2018): for each target class k, the samples asked for k "
+        "(real floor: the images of class k) against the reference images of class k, with the same estimator as the "
+        "marginal metric; the mean over classes. A marginal metric pools all samples and never sees the requested label, "
+        "so a sample of the wrong class costs it nothing; the intra-class one counts it. Per class there are only N/K "
+        "samples, so these distances are larger (biased up) than the marginal ones: read them against their floor.",
         f"- Table cells: mean ± std (ddof 1) over the seed replicates. Resolved: {results['resolve_rule']} "
         "(analysis.resolved). Comparison rows give the relative change of the first setting against the second.",
         f"- Stage wall times (s): {results['stage_seconds']}; CPU seconds of this process: "

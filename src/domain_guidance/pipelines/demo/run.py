@@ -117,17 +117,22 @@ def finetune(cfg: DemoConfig, base: str, out: Path, label_dropout: float) -> dic
             "last_loss": result.last_loss}
 
 
-def reference_images(cfg: DemoConfig) -> np.ndarray:
-    """Held-out target test images, uint8 (N, 16, 16, 1), a class-balanced seeded subset if capped."""
+def reference_set(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out target test images, uint8 (N, 16, 16, 1), a class-balanced seeded subset if capped,
+    and their class indices 0..K-1 (N,)."""
     ds = load_builtin("animal-mnist", resolution=RESOLUTION, channels=1, classes=cfg.target_classes, split="test")
-    images = ds.images[..., None]
-    if cfg.reference_images is not None and cfg.reference_images < len(images):
+    idx = np.arange(len(ds.labels))
+    if cfg.reference_images is not None and cfg.reference_images < len(idx):
         rng = np.random.default_rng(0)
         per = -(-cfg.reference_images // len(cfg.target_classes))
-        idx = np.concatenate([rng.permutation(np.flatnonzero(ds.labels == k))[:per]
-                              for k in range(len(cfg.target_classes))])[:cfg.reference_images]
-        images = images[np.sort(idx)]
-    return np.ascontiguousarray(images)
+        idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(ds.labels == k))[:per]
+                                      for k in range(len(cfg.target_classes))])[:cfg.reference_images])
+    return np.ascontiguousarray(ds.images[idx][..., None]), np.asarray(ds.labels[idx])
+
+
+def reference_images(cfg: DemoConfig) -> np.ndarray:
+    """The images of ``reference_set``: uint8 (N, 16, 16, 1)."""
+    return reference_set(cfg)[0]
 
 
 def _grid_entry(entry: Any) -> tuple[str, float, tuple[float, float] | None]:
@@ -151,8 +156,9 @@ def settings_grid(cfg: DemoConfig) -> list[dict[str, Any]]:
 
 
 def score_all(cfg: DemoConfig, out: Path, runs: list[dict[str, Any]], clf: judge.SmallCNN,
-              ref: np.ndarray) -> Scorer:
-    """Score every sample set in place (judge metrics; FID and KID unless ``cfg.fid`` is off); returns the scorer."""
+              ref: np.ndarray, ref_labels: np.ndarray) -> Scorer:
+    """Score every sample set in place (judge metrics, marginal and intra-class; FID and KID unless ``cfg.fid``
+    is off); returns the scorer."""
     inception = ref_inception = None
     if cfg.fid:
         from ..metrics import InceptionExtractor
@@ -160,7 +166,7 @@ def score_all(cfg: DemoConfig, out: Path, runs: list[dict[str, Any]], clf: judge
         inception = InceptionExtractor(None, device="cpu")
         ref_inception = inception_features(inception, ref, out / "fid-reference.npz", cfg.progress)
     scorer = Scorer(clf, cfg.target_classes, judge.features(clf, judge.uint8_to_input(ref)), inception,
-                    ref_inception, cfg.kid_subsets, out / "features")
+                    ref_inception, cfg.kid_subsets, out / "features", ref_labels)
     for r in tqdm(runs, desc="scoring", unit="set", disable=not cfg.progress):
         images, labels = load_samples(r["samples"])
         r.update(scorer(images, labels))
@@ -207,7 +213,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                  for ld in dropouts}
     clf, clf_info = stages.run("classifier", lambda: judge.train_classifier(
         out, RESOLUTION, cfg.classifier_epochs, cfg.classifier_batch, progress=cfg.progress))
-    ref = reference_images(cfg)
+    ref, ref_labels = reference_set(cfg)
 
     def sample_all() -> list[dict[str, Any]]:
         runs = []
@@ -232,7 +238,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     runs = stages.run("sampling", sample_all)
 
-    scorer = stages.run("evaluation", lambda: score_all(cfg, out, runs, clf, ref))
+    scorer = stages.run("evaluation", lambda: score_all(cfg, out, runs, clf, ref, ref_labels))
     floors = stages.run("real floors", lambda: score_floors(cfg, out, runs, scorer, ref))
     results = {"config": cfg.to_dict(), "source": source, "finetunes": finetunes, "classifier": clf_info,
                "reference": {"images": len(ref), "classes": cfg.target_classes, "split": "test"},

@@ -15,6 +15,7 @@ import numpy as np
 
 from ...io.atomic import atomic_path
 from ..metrics import frechet_distance_from_features, kid
+from ..metrics.intra_class import defined, intra_class_fd, intra_class_kid
 from . import classifier as judge
 
 
@@ -50,7 +51,9 @@ class Scorer:
     """Scores uint8 NHWC image sets against one reference set.
 
     ``inception`` None: no FID / KID (judge metrics only). ``cache``: folder of per-set Inception
-    feature files ``inception-<sha>.npz`` (a rerun reuses them).
+    feature files ``inception-<sha>.npz`` (a rerun reuses them). ``ref_labels`` (N_ref,) class
+    indices 0..K-1 of the reference: adds the intra-class metrics (``intra_*``: per class, mean over
+    classes), on the judge's features and, with Inception, FID / KID (when every class has >= 2 images).
     """
 
     clf: judge.SmallCNN
@@ -60,6 +63,7 @@ class Scorer:
     ref_inception: np.ndarray | None = None  # (N_ref, 2048)
     kid_subsets: int = 100
     cache: Path | None = None
+    ref_labels: np.ndarray | None = None  # (N_ref,)
 
     def feature_path(self, images: np.ndarray) -> Path | None:
         return None if self.cache is None else self.cache / f"inception-{image_sha(images)[:16]}.npz"
@@ -67,7 +71,7 @@ class Scorer:
     def __call__(self, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         """Metrics of one set; ``labels`` (N,) are the requested (samples) or true (real) class indices 0..K-1."""
         m: dict[str, Any] = judge.domain_metrics(self.clf, images, labels, self.target_classes, self.ref_judge,
-                                                 self.kid_subsets)
+                                                 self.kid_subsets, self.ref_labels)
         if self.inception is not None and self.ref_inception is not None:
             path = self.feature_path(images)
             feats = inception_features(self.inception, images, path)  # (N, 2048)
@@ -75,4 +79,9 @@ class Scorer:
             m.update(fid=frechet_distance_from_features(feats, self.ref_inception, method="svd"),
                      kid=k["kid_mean"], kid_subset_std=k["kid_std"], kid_subset_size=k["kid_subset_size"],
                      inception_features=None if path is None else str(path))
+            classes = range(len(self.target_classes))
+            if self.ref_labels is not None and defined(self.ref_labels, labels, classes):
+                m.update(intra_fid=intra_class_fd(self.ref_inception, self.ref_labels, feats, labels, classes),
+                         intra_kid=intra_class_kid(self.ref_inception, self.ref_labels, feats, labels, classes,
+                                                   n_subsets=self.kid_subsets))
         return m

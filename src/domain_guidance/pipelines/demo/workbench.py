@@ -16,9 +16,10 @@ import numpy as np
 
 from ...io.atomic import write_json
 from ..generate import GenerationSettings, Models, generate, load_samples, settings_key
+from . import analysis
 from . import classifier as judge
 from .config import DemoConfig
-from .run import RESOLUTION, ensure_source, reference_images
+from .run import RESOLUTION, ensure_source, reference_set
 from .scoring import Scorer, inception_features
 
 
@@ -58,6 +59,7 @@ class Workbench:
     clf: judge.SmallCNN
     clf_info: dict[str, Any]
     ref: np.ndarray  # (N_ref, 16, 16, 1) uint8
+    ref_labels: np.ndarray  # (N_ref,) class indices 0..K-1
     _scorer: Scorer | None = None
 
     @classmethod
@@ -67,7 +69,7 @@ class Workbench:
         source = ensure_source(base, out)
         clf, info = judge.train_classifier(out, RESOLUTION, base.classifier_epochs, base.classifier_batch,
                                            progress=base.progress)
-        return cls(base, out, source, clf, info, reference_images(base))
+        return cls(base, out, source, clf, info, *reference_set(base))
 
     @property
     def scorer(self) -> Scorer:
@@ -82,14 +84,15 @@ class Workbench:
                                                    self.base.progress)
             self._scorer = Scorer(self.clf, self.base.target_classes,
                                   judge.features(self.clf, judge.uint8_to_input(self.ref)), inception, ref_inception,
-                                  self.base.kid_subsets, self.out / "features")
+                                  self.base.kid_subsets, self.out / "features", self.ref_labels)
         return self._scorer
 
     def cached(self, path: Path, config: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """``cached`` keyed also by what the config does not name but decides the numbers: the judge
-        (its settings and held-out accuracy: a retrained judge changes every judge metric) and the source."""
-        return cached(path, {**config, "judge": self.clf_info, "source_checkpoint": self.source["checkpoint"]},
-                      compute)
+        (its settings and held-out accuracy: a retrained judge changes every judge metric), the source, and
+        the metrics computed (a record from before a metric existed is rescored; samples are reused)."""
+        return cached(path, {**config, "judge": self.clf_info, "source_checkpoint": self.source["checkpoint"],
+                             "metrics": sorted(analysis.METRICS)}, compute)
 
     def cell_config(self, finetune_steps: int, images_per_class: int) -> DemoConfig:
         """The base config at one fine-tune length and target-set size, its out folder under ``cells/``."""
