@@ -40,6 +40,7 @@ from domain_guidance.io.images import to_nhwc, to_uint8
 from domain_guidance.pipelines.demo import classifier as judge
 from domain_guidance.pipelines.demo.config import default_source
 from domain_guidance.pipelines.generate import GenerationSettings, load_models, sample_images
+from domain_guidance.pipelines.metrics.intra_class import intra_class_fd, intra_class_kid
 from domain_guidance.pipelines.metrics.kid import kid
 from domain_guidance.pipelines.training import resolve_config, train
 
@@ -49,7 +50,10 @@ SOURCE_CLASSES = [0, 1, 2, 3, 4, 5]
 # floors from its train split, which it was trained on), to see whether CFG improves quality there at all
 SOURCE_CHECK = "source"
 RES = 16
-QUALITY = ("kid_judge", "fd_judge", "fid")  # lower is better
+# lower is better; intra_*: per-class version (samples asked for class k vs reference images of class k,
+# mean over classes; metrics.intra_class), added in round 3 (see docs/regime-search.md)
+QUALITY = ("kid_judge", "fd_judge", "fid", "intra_kid_judge", "intra_fd_judge", "intra_fid")
+INTRA = ("intra_kid_judge", "intra_fd_judge")  # judge-feature ones (cheap; always computed)
 ALL_METRICS = ("class_match", "in_domain") + QUALITY
 
 # name -> (steps, lr, images_per_class, batch), in the order they are tried by default
@@ -151,9 +155,14 @@ def _reference_indices(labels: np.ndarray, n: int = 400, k_classes: int = len(TA
 
 def reference(classes: list[int] = TARGET) -> np.ndarray:
     """uint8 (100 * K, 16, 16, 1) held-out test images of ``classes``: the demo's 400-image reference for the target."""
+    return reference_with_labels(classes)[0]
+
+
+def reference_with_labels(classes: list[int] = TARGET) -> tuple[np.ndarray, np.ndarray]:
+    """``reference(classes)`` and its class indices 0..K-1 (N,)."""
     ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=classes, split="test")
-    n = 100 * len(classes)
-    return np.ascontiguousarray(ds.images[_reference_indices(ds.labels, n, len(classes))][..., None])
+    idx = _reference_indices(ds.labels, 100 * len(classes), len(classes))
+    return np.ascontiguousarray(ds.images[idx][..., None]), ds.labels[idx]
 
 
 class Scorer:
@@ -161,27 +170,40 @@ class Scorer:
 
     def __init__(self, out: Path, classes: list[int] = TARGET) -> None:
         self.clf, self.clf_info = judge.train_classifier(out, RES, 4.0, 128, progress=False)
+        # recorded in every scored row: a row scored by another judge (e.g. before the floor-pool rule) is rescored
+        self.judge_id = json.dumps(self.clf_info, sort_keys=True)
         self.classes = classes
-        self.ref = reference(classes)  # (100 K, 16, 16, 1)
+        self.ref, self.ref_labels = reference_with_labels(classes)  # (100 K, 16, 16, 1), (100 K,)
         self.ref_feats = judge.features(self.clf, judge.uint8_to_input(self.ref))
         self.out = out
         self._inception: Any = None
         self._fid_ref: np.ndarray | None = None
 
     def score(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """Judge metrics; ``labels`` (N,) 0..K-1: requested (samples) or true (real images)."""
         m = judge.domain_metrics(self.clf, images, labels, self.classes, self.ref_feats)
         feats = judge.features(self.clf, judge.uint8_to_input(images))
         k = kid(self.ref_feats, feats, n_subsets=100, subset_size=1000, seed=0)
         return {"class_match": m["class_match"], "in_domain": m["in_domain"], "fd_judge": m["fd_classifier"],
-                "kid_judge": k["kid_mean"], "kid_subset_size": k["kid_subset_size"]}
+                "kid_judge": k["kid_mean"], "kid_subset_size": k["kid_subset_size"], **self.intra(images, labels),
+                "judge": self.judge_id}
 
-    def fid(self, images: np.ndarray) -> float:
+    def intra(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """The intra-class judge metrics (round 3): per class k, images labelled k vs reference images of k."""
+        feats = judge.features(self.clf, judge.uint8_to_input(images))  # (N, 128)
+        return {"intra_fd_judge": intra_class_fd(self.ref_feats, self.ref_labels, feats, labels),
+                "intra_kid_judge": intra_class_kid(self.ref_feats, self.ref_labels, feats, labels)}
+
+    def fid(self, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """FID-Inception and its intra-class version against the reference."""
         if self._inception is None:
             from domain_guidance.pipelines.metrics.inception import InceptionExtractor
 
             self._inception = InceptionExtractor(None, device="cpu")
             self._fid_ref = self._inception_features(self.ref)
-        return judge.frechet_from_features(self._inception_features(images), self._fid_ref)
+        feats = self._inception_features(images)
+        return {"fid": judge.frechet_from_features(feats, self._fid_ref),
+                "intra_fid": intra_class_fd(self._fid_ref, self.ref_labels, feats, labels)}
 
     def _inception_features(self, images: np.ndarray) -> np.ndarray:
         """(N, 2048) pool3 features of uint8 NHWC images (N < 2048 expected: FID compared at equal N only)."""
@@ -190,6 +212,12 @@ class Scorer:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="only .* images for", category=RuntimeWarning)
             return compute_stats(images, self._inception, 50, keep_features=True).features
+
+
+def _missing(row: dict[str, Any], fid: bool, judge_id: str) -> bool:
+    """Must a cached row be (re)scored: another judge, round-3 intra-class metrics or FID (when asked) missing?"""
+    return (row.get("judge") != judge_id or any(m not in row for m in INTRA)
+            or (fid and any(m not in row for m in ("fid", "intra_fid"))))
 
 
 def stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,9 +270,19 @@ def run_candidate(name: str, args: argparse.Namespace, scorer: Scorer, floor: li
         ckpt = Path(args.source)
     else:
         steps, lr, ipc, batch = CANDIDATES[name]
-        ckpt = finetune_to(Path(args.out), steps, lr, ipc, batch, args.source)
-    timing.setdefault("finetune_s", round(time.perf_counter() - t0, 1))
-    models = load_models(str(ckpt))  # the fine-tune alone: DoG is not sampled in the search
+        run = Path(args.out) / f"train-{_train_key(lr, ipc, batch)}"
+        ckpt = run / "checkpoints" / f"step_{steps:07d}"
+    loaded: list[Any] = []
+
+    def models() -> Any:
+        """The fine-tune alone (DoG is not sampled in the search); trained only when a set must be sampled
+        (rescoring cached sample sets needs no checkpoint)."""
+        if not loaded:
+            path = ckpt if name == SOURCE_CHECK else finetune_to(Path(args.out), steps, lr, ipc, batch, args.source)
+            timing.setdefault("finetune_s", round(time.perf_counter() - t0, 1))
+            loaded.append(load_models(str(path)))
+        return loaded[0]
+
     labels = np.arange(args.n) % len(scorer.classes)  # class-balanced, as balanced_labels
 
     def sample_group(method: str, w: float) -> list[dict[str, Any]]:
@@ -253,7 +291,7 @@ def run_candidate(name: str, args: argparse.Namespace, scorer: Scorer, floor: li
         for rep in range(args.replicates):
             set_key = f"{key}/seed{rep}"
             npz = cdir / "samples" / f"{key}-seed{rep}.npz"
-            if set_key not in partial or (args.fid and "fid" not in partial[set_key]):
+            if set_key not in partial or _missing(partial[set_key], args.fid, scorer.judge_id):
                 if npz.is_file():
                     images = np.load(npz)["images"]
                 else:
@@ -261,15 +299,17 @@ def run_candidate(name: str, args: argparse.Namespace, scorer: Scorer, floor: li
                     seeds = [rep * 100000 + i for i in range(args.n)]
                     settings = GenerationSettings(method=method, scale=w, sampler="ddim", steps="25",
                                                   clip_denoised=True, seeds=seeds, labels=labels.tolist())
-                    images = to_nhwc(to_uint8(sample_images(settings, models)))  # (N, 16, 16, 1)
+                    images = to_nhwc(to_uint8(sample_images(settings, models())))  # (N, 16, 16, 1)
                     npz.parent.mkdir(exist_ok=True)
                     tmp = npz.with_suffix(".tmp.npz")
                     np.savez(tmp, images=images)
                     tmp.replace(npz)
                     timing[f"sample_{key}_s"] = round(timing.get(f"sample_{key}_s", 0) + time.perf_counter() - t1, 1)
-                row = partial.get(set_key) or scorer.score(images, labels)
-                if args.fid and "fid" not in row:
-                    row["fid"] = scorer.fid(images)
+                row = partial.get(set_key) or {}
+                if _missing(row, False, scorer.judge_id):  # new, or scored by another judge / before round 3
+                    row.update(scorer.score(images, labels))  # FID (judge-independent) is kept
+                if args.fid and ("fid" not in row or "intra_fid" not in row):
+                    row.update(scorer.fid(images, labels))
                 partial[set_key] = row
                 write_json(partial_path, {**partial, "_seconds": timing})
             rows.append(partial[set_key])
@@ -291,6 +331,7 @@ def run_candidate(name: str, args: argparse.Namespace, scorer: Scorer, floor: li
     if screened:
         result["criteria"]["c"]["met"] = None
         result["criteria"]["all_met"] = False
+    timing.setdefault("finetune_s", 0.0)
     result["seconds"]["total_s"] = round(sum(v for k, v in timing.items() if k != "total_s"), 1)
     write_json(cdir / "result.json", result)
     return result
@@ -302,12 +343,12 @@ def floor_rows(args: argparse.Namespace, scorer: Scorer) -> tuple[list[dict[str,
     path = Path(args.out) / ("floor.json" if args.n == 100 and not tag else f"floor{tag}-n{args.n}.json")
     cached = json.loads(path.read_text()) if path.is_file() else {}
     if cached.get("n") != args.n or len(cached.get("rows", [])) != args.replicates \
-            or (args.fid and any("fid" not in r for r in cached["rows"])):
+            or any(_missing(r, args.fid, scorer.judge_id) for r in cached["rows"]):
         rows = []
         for images, labels in floor_sets(args.n, args.replicates, scorer.classes):
             row = scorer.score(images, labels)
             if args.fid:
-                row["fid"] = scorer.fid(images)
+                row.update(scorer.fid(images, labels))
             rows.append(row)
         ds = load_builtin("animal-mnist", resolution=RES, channels=1, classes=scorer.classes, split="test")
         test = scorer.score(np.ascontiguousarray(ds.images[..., None]), ds.labels)
@@ -331,7 +372,8 @@ def summary(out: Path) -> str:
         c = r["criteria"]
         lines.append(f"### {r['name']} (N={r['n_per_replicate']} x {r['replicates']} seeds; "
                      f"wall {r['seconds']['total_s']} s: {r['seconds']})\n")
-        lines.append("| set | class match | in-domain | KID judge | FD judge | FID |\n|---|---|---|---|---|---|")
+        lines.append("| set | class match | in-domain | KID judge | FD judge | FID | intra KID judge | intra FD judge "
+                     "| intra FID |\n|---|---|---|---|---|---|---|---|---|")
         for g, s in r["groups"].items():
             cells = [f"{s[m]:.4g} ± {s[m + '_std']:.2g}" if m in s else "-" for m in ALL_METRICS]
             lines.append(f"| {g} | " + " | ".join(cells) + " |")
