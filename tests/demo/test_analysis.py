@@ -86,3 +86,17 @@ def test_below_chance_is_not_above_chance() -> None:
     runs = [_run("unguided", 1.0, s, class_match=v) for s, v in enumerate((0.10, 0.11, 0.12))]
     lc = analysis.diagnostics(analysis.summarize(runs), "ld0.1", num_classes=4)["learned_classes"]
     assert not lc["above_chance"] and lc["real_ceiling"] is None and lc["fraction_of_ceiling"] is None
+
+
+def test_regime_reading_names_the_metric_family_cfg_improves() -> None:
+    from domain_guidance.pipelines.demo.report import regime_reading
+
+    cell = lambda improves: {"improves": improves}  # noqa: E731
+    marginal = regime_reading({"fid": cell(True), "intra_fd_classifier": cell(False), "class_match": cell(True)})
+    assert marginal.startswith("Regime: CFG measurably improves marginal quality (fid)")
+    per_class = regime_reading({"fid": cell(False), "intra_fd_classifier": cell(True), "intra_fid": cell(False),
+                                "class_match": cell(True)})
+    assert "per-class quality only (intra_fd_classifier)" in per_class and "not on the marginal FID" in per_class
+    # a rate (class match) going up is not quality
+    assert regime_reading({"fid": cell(False), "class_match": cell(True)}).startswith(
+        "Regime: CFG improves no quality metric")

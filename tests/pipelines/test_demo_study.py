@@ -277,7 +277,9 @@ def test_study_cli_options_and_validation() -> None:
     only = parse("--ablation", "all", "--w", "1.5,3", "--out", "x", "--dog-interval", "500,999")
     assert not only.map and only.ablations == ["steps", "uncond-guide", "nine-grid"]
     assert only.base.w == [1.5, 3.0] and only.base.out == "x" and only.base.dog_interval == [500.0, 999.0]
-    assert parse("--study", "--full").base.out == "runs/demo-study-full"
+    full = parse("--study", "--full")
+    assert full.base.out == "runs/demo-study-full"
+    assert not full.base.also_without_dropout  # the study's cells fine-tune with dropout only: said, and recorded so
     if hasattr(parser.parse_args(["demo"]), "flow"):  # the flow-matching variant, where the CLI has it
         assert parse("--study", "--flow").base.out == "runs/demo-study-flow"
     with pytest.raises(SystemExit):
@@ -300,6 +302,8 @@ def test_in_regime_names_the_failed_criteria() -> None:
          "worse_than_floor": {"fid": {"worse": True}, "class_match": {"worse": True}},
          "cfg_improves": {"fid": {"improves": False}, "in_domain": {"improves": True}}}
     assert in_regime(d) == "no (fails c)"  # CFG helps class fidelity only, not quality
+    d["cfg_improves"]["intra_fd_classifier"] = {"improves": True}
+    assert in_regime(d) == "yes (per class only)"  # class-conditional quality, not the marginal kind
     d["cfg_improves"]["kid"] = {"improves": True}
     assert in_regime(d) == "yes"
     assert in_regime({"learned_classes": {"above_chance": False}}) == "no (fails a, b, c)"

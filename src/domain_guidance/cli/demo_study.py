@@ -72,6 +72,10 @@ def study_config_from_args(args: argparse.Namespace, base: DemoConfig) -> StudyC
         base.w = [1.5]
     if args.dog_interval is None:
         base.dog_interval = None
+    if base.also_without_dropout:  # --full's extra fine-tune: the study compares DoG with CFG, which needs dropout
+        print("[demo] study: every cell fine-tunes with label dropout 0.1 only (DoG vs CFG needs the null label); "
+              "--full's extra fine-tune without dropout applies to the plain demo, not to the study", flush=True)
+        base.also_without_dropout = False
     ablations = list(dict.fromkeys(a for group in args.ablation or [] for a in group))
     values = {"base": base, "map": bool(args.study), "ablations": ablations}
     for name, field in (("study_finetune_steps", "finetune_steps"), ("study_images_per_class", "images_per_class"),
