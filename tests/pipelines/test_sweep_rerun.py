@@ -97,3 +97,26 @@ def test_sweep_raw_sit_weights_with_a_flow_sampler(tmp_path, monkeypatch, tiny_v
     assert main(args + ["--prediction", "velocity"]) == 0
     record = json.loads((tmp_path / "out" / "dog-w2" / "settings.json").read_text())
     assert record["settings"]["sampler"] == "ode-heun" and record["models"]["model"]["config"]["prediction"] == "velocity"
+
+
+def test_a_method_the_models_cannot_draw_is_said_and_autoguidance_takes_its_guide(checkpoints, tmp_path, monkeypatch,
+                                                                                  capsys):
+    monkeypatch.setattr(sweep_module, "evaluate", _fake_evaluate)
+    out = tmp_path / "sweep"
+    # autoguidance without its guide: skipped with the reason printed and recorded, the other rows drawn
+    assert _sweep(checkpoints, out, "--methods", "unguided,autoguidance", "--scales", "2") == 0
+    said = capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["w"]) for r in result["rows"]] == [("unguided", 1.0)]
+    assert "sweep: skipping autoguidance:" in said and "--autoguide" in said
+    assert "--autoguide" in result["skipped"]["autoguidance"]
+    # only methods that cannot be drawn: an error naming why, nothing written
+    assert _sweep(checkpoints, tmp_path / "none", "--methods", "autoguidance") == 2
+    assert "none of the methods can be drawn" in capsys.readouterr().err
+    # with --autoguide (here the fine-tune itself, so guidance cancels: w * (c - c) + c) it is drawn
+    assert _sweep(checkpoints, out, "--methods", "autoguidance", "--scales", "2",
+                  "--autoguide", str(checkpoints / "ft")) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["method"], r["w"]) for r in rows] == [("unguided", 1.0), ("autoguidance", 2.0)]
+    with np.load(out / "unguided-w1" / "samples.npz") as a, np.load(out / "autoguidance-w2" / "samples.npz") as b:
+        assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1  # uint8 rounding only

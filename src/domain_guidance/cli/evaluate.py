@@ -45,10 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                "image FOLDER)")
     p.set_defaults(func=run_evaluate)
 
-    s = sub.add_parser("sweep", help="unguided / CFG / DoG over a list of w: samples, metrics, table, plots",
+    s = sub.add_parser("sweep", help="unguided / CFG / DoG (/ autoguidance) over a list of w: samples, metrics, "
+                       "table, plots",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--model", required=True, help="fine-tuned checkpoint (or LoRA dir)")
     s.add_argument("--guide", default=None, help="pre-trained checkpoint (DoG guide)")
+    s.add_argument("--autoguide", default=None, help="autoguidance's guide: a weaker checkpoint of the same classes "
+                   "(for --methods ...,autoguidance)")
     s.add_argument("--reference", required=True, help="reference images (folder/.npz) or statistics")
     s.add_argument("--methods", default="unguided,cfg,dog", help="comma separated methods")
     s.add_argument("--scales", default="1.5,2,3", help="comma separated guidance weights")
@@ -134,7 +137,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from ..pipelines.sweep import SweepConfig
     from ..pipelines.sweep import run_sweep as sweep
 
-    cfg = SweepConfig(model=args.model, guide=args.guide, reference=args.reference,
+    cfg = SweepConfig(model=args.model, guide=args.guide, autoguide=args.autoguide, reference=args.reference,
                       methods=args.methods.split(","), scales=[float(w) for w in args.scales.split(",")],
                       metrics=args.metrics.split(","), seeds=parse_seeds(args.seeds), sampler=args.sampler,
                       steps=args.steps, batch_size=args.batch_size, vae=args.vae, prediction=args.prediction,

@@ -21,6 +21,7 @@ class SweepConfig(ConfigMixin):
     model: str
     reference: str
     guide: str | None = None
+    autoguide: str | None = None  # autoguidance's guide: a weaker checkpoint of the same classes
     methods: list[str] = field(default_factory=lambda: ["unguided", "cfg", "dog"])
     scales: list[float] = field(default_factory=lambda: [1.5, 2.0, 3.0])
     metrics: list[str] = field(default_factory=lambda: ["fid"])
@@ -84,7 +85,7 @@ def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
     """Earlier rows, with those of the same (method, w) replaced by this run's, in a stable order."""
     key = lambda r: (r["method"], float(r["w"]))  # noqa: E731
     fresh = {key(r) for r in new}
-    order = {"unguided": 0, "cfg": 1, "dog": 2}
+    order = {"unguided": 0, "cfg": 1, "dog": 2, "autoguidance": 3}
     rows = [r for r in old if key(r) not in fresh] + new
     return sorted(rows, key=lambda r: (order.get(r["method"], 9), float(r["w"])))
 
@@ -100,12 +101,20 @@ def run_sweep(cfg: SweepConfig, out: str | Path, dist: DistInfo = DistInfo(), pr
     """
     out = Path(out)
     previous = _previous_rows(out, cfg, overwrite) if dist.is_main else []
-    models = load_models(cfg.model, cfg.guide, vae=cfg.vae, device=dist.device, prediction=cfg.prediction)
+    models = load_models(cfg.model, cfg.guide, vae=cfg.vae, device=dist.device, prediction=cfg.prediction,
+                         autoguide=cfg.autoguide)
     labels = parse_labels(None, len(cfg.seeds), models.config.num_classes)
+    skipped = {m: models.unavailable(m) for m in cfg.methods if models.unavailable(m) is not None}
+    if len(skipped) == len(cfg.methods):
+        raise ValueError("none of the methods can be drawn with these models: "
+                         + "; ".join(f"{m}: {why}" for m, why in skipped.items()))
+    if dist.is_main:
+        for m, why in skipped.items():  # e.g. a conditional-only fine-tune has no CFG: said, not silently dropped
+            print(f"sweep: skipping {m}: {why}", flush=True)
     rows: list[dict[str, Any]] = []
     for method, w in _runs(cfg):
-        if models.unavailable(method) is not None:
-            continue  # e.g. a conditional-only fine-tune has no CFG
+        if method in skipped:
+            continue
         run_dir = out / f"{method}-w{w:g}"
         settings = GenerationSettings(method=method, scale=w, sampler=cfg.sampler, steps=cfg.steps,
                                       seeds=cfg.seeds, labels=labels, precision=cfg.precision)
@@ -119,7 +128,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, dist: DistInfo = DistInfo(), pr
         rows.append({"method": method, "w": w, **result["metrics"], "settings_key": record["key"]})
     if dist.is_main:
         rows = merge_rows(previous, rows)
-        write_json(out / "results.json", {"config": cfg.to_dict(), "rows": rows})
+        write_json(out / "results.json", {"config": cfg.to_dict(), "rows": rows, "skipped": skipped})
         write_table(rows, out / "table.md")
         plot_sweep(rows, out)
     return rows
