@@ -172,6 +172,9 @@ def test_w_conditioned_difffit_run_samples_unguided_at_the_chosen_w(tmp_path, ti
     xr = sample_images(GenerationSettings(method="unguided", sampler="ddim", steps="4", seeds=seeds, labels=labels,
                                           model_w=2.0), models, decode=False)
     assert torch.equal(xd, xr)  # default: the recorded w
+    with pytest.warns(UserWarning, match="guidance distilled into it .*--method dog guides it a second time"):
+        build_denoiser(GenerationSettings(method="dog", scale=1.5, sampler="ddim", steps="4", seeds=seeds,
+                                          labels=labels), models)
     plain = load_models(str(tiny_base))
     with pytest.raises(ValueError, match="model_w=2 applies to a w-conditioned"):
         build_denoiser(GenerationSettings(method="unguided", sampler="ddim", steps="4", model_w=2.0), plain)

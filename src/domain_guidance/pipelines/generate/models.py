@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -92,6 +93,10 @@ def build_denoiser(settings: GenerationSettings, models: Models) -> GuidedDenois
     why = models.unavailable(settings.method)
     if why is not None:
         raise ValueError(f"method {settings.method!r}: {why}")
+    if models.distilled is not None and settings.method != "unguided":
+        warnings.warn(f"this model was trained with guidance distilled into it ({models.distilled.get('method', 'single-pass')}, "
+                      f"w={models.distilled.get('w')}): it samples guided with --method unguided (one evaluation per "
+                      f"step); --method {settings.method} guides it a second time, on top", UserWarning, stacklevel=2)
     guide = {"dog": models.guide, "autoguidance": models.autoguide}.get(settings.method)
     finetuned = models.finetuned
     w = models.sampling_w(settings.model_w)

@@ -138,7 +138,7 @@ def build_models(cfg: TrainConfig, num_classes: int, label_dropout: float, shape
             base_net.requires_grad_(False)
             models = Models(net, target, base_cfg, base_net.eval(), path, sha, "full", cfg.base_which)
     if cfg.single_pass.enabled:
-        models.distilled = {"w": cfg.single_pass.w, "w_cond": cfg.single_pass.w_cond}
+        models.distilled = {"method": "dog-single-pass", "w": cfg.single_pass.w, "w_cond": cfg.single_pass.w_cond}
     if not models.trainable():
         raise ValueError("the model has no trainable parameters")
     disable_internal_label_dropout(models.net)
