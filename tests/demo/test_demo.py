@@ -369,3 +369,12 @@ def test_cli_options_and_variants() -> None:
         config_from_args(parser.parse_args(["demo", "--dog-interval", "400"]))
     with pytest.raises(ValueError, match="without repeats"):
         DemoConfig(seeds=[0, 0]).validate()
+
+
+def test_the_judge_does_not_depend_on_the_callers_random_state(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    a, _ = judge.train_classifier(tmp_path / "a", 16, 0.05, 32, progress=False)
+    torch.manual_seed(2)
+    torch.rand(100)  # the caller used the global RNG differently before asking for the judge
+    b, _ = judge.train_classifier(tmp_path / "b", 16, 0.05, 32, progress=False)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())

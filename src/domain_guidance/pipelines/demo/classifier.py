@@ -82,8 +82,10 @@ def train_classifier(out: str | Path, resolution: int = 16, epochs: float = 4.0,
     """
     path = Path(out) / "classifier.pt"
     # "floor_pool": the judge trains without the images kept for the real floors (a cache from before that is retrained)
+    # "init": the initial weights come from ``seed`` (a judge cached before that drew them from whatever global RNG
+    # state the caller left, so the same settings gave different judges in the demo and the study: retrained)
     settings = {"resolution": resolution, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-                "floor_pool": "held out %d/%d" % FLOOR_SHARE}
+                "floor_pool": "held out %d/%d" % FLOOR_SHARE, "init": "seeded"}
     model = SmallCNN()
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain dicts only
@@ -92,6 +94,7 @@ def train_classifier(out: str | Path, resolution: int = 16, epochs: float = 4.0,
             return model.eval(), saved["info"]
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    model = SmallCNN()  # initial weights from the seed, not from the caller's global RNG state
     x, y = _arrays("train", resolution, without_floor_pool=True)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     steps = max(1, math.ceil(epochs * len(x) / batch_size))
