@@ -103,7 +103,7 @@ class DemoConfig(ConfigMixin):
 
 
 def quick() -> DemoConfig:
-    """README size (14 min 24 s measured on 2 free cores, runs/demo-r6): 100 samples per setting, three seed replicates, w in
+    """README size (14 min 2 s measured on 2 free cores, runs/demo-r7): 100 samples per setting, three seed replicates, w in
     {1.5, 3}, DoG also with the interval [500, 999], 1000 fine-tune steps at lr 3e-4."""
     return DemoConfig()
 
