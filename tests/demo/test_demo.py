@@ -172,8 +172,9 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
         # intra-class: samples requested as k (real: of class k) vs the reference images of class k, mean over k
         assert r["intra_fd_classifier"] == pytest.approx(intra(lambda a, b: _frechet(b, a), ref_judge, feats, labels),
                                                          rel=1e-6)
+        # float32 features: KID is a difference of kernel sums of order 1, so its error is absolute (~1e-8 seen)
         assert r["intra_kid_classifier"] == pytest.approx(intra(lambda a, b: _kid(a, b, 7)[0], ref_judge, feats,
-                                                                labels), rel=1e-6, abs=1e-9)
+                                                                labels), rel=1e-6, abs=1e-7)
         with np.load(r["inception_features"]) as z:
             inc = z["features"]
         if k == len(sets) - 1:  # the saved features are those of these images
