@@ -103,6 +103,7 @@ def test_resume_refuses_changed_data_and_names_the_change(tmp_path, capsys):
     saved = load_train_state(run / "checkpoints" / "latest")["data"]
     assert (saved["images"], saved["num_classes"], saved["classes"]) == (8, 2, ["cats", "dogs"])
 
+    removed = (folder / "dogs" / "3.png").read_bytes()
     (folder / "dogs" / "3.png").unlink()  # fewer files
     with pytest.raises(ValueError, match=r"data changed since the checkpoint .*images 8 -> 7"):
         train(_folder_config(run, folder, 2), resume=True)
@@ -114,7 +115,7 @@ def test_resume_refuses_changed_data_and_names_the_change(tmp_path, capsys):
     err = _one_line_error(capsys)
     assert "data changed since the checkpoint" in err and "images 8 -> 7" in err and str(folder) in err
 
-    _folder(folder, classes=("dogs",))  # restored
+    (folder / "dogs" / "3.png").write_bytes(removed)  # restored
     _folder(folder, classes=("birds",), per_class=2)  # a new class
     with pytest.raises(ValueError, match=r"images 8 -> 10; classes \(2\) \[cats, dogs\] -> \(3\) \[birds, cats, dogs\] "
                                          r"\(added \[birds\]\)"):

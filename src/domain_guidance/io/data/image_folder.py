@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..fingerprints import file_digests
 from .common import ImageDataset, fingerprint_of, to_tensor
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -120,6 +121,7 @@ class ImageFolderDataset(ImageDataset):
         self.paths = [p for p, _ in candidates]
         self.labels = np.array([lab for _, lab in candidates], dtype=np.int64)
         self.runtime_bad_files: list[tuple[Path, str]] = []
+        self._content_fingerprint: str | None = None
 
     def _class_dirs(self) -> list[Path]:
         return [d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
@@ -159,14 +161,23 @@ class ImageFolderDataset(ImageDataset):
                 path = self.paths[same[(np.searchsorted(same, index) + tried) % len(same)]]
 
     @property
+    def content_fingerprint(self) -> str:
+        """Which images with which labels: relative paths and the bytes of every file, labels, classes.
+
+        File contents, not names or times: a pixel edited in place changes it, a copied folder keeps
+        it (see ``io.fingerprints``). Computed once per dataset object (one read of every file).
+        """
+        if self._content_fingerprint is None:
+            names = [p.relative_to(self.root).as_posix() for p in self.paths]
+            self._content_fingerprint = fingerprint_of("image_folder_files", list(zip(names, file_digests(self.paths))),
+                                                       self.labels, list(self.class_names))
+        return self._content_fingerprint
+
+    @property
     def fingerprint(self) -> str:
-        """Relative paths, sizes, mtimes, labels, classes and preprocessing (not file contents)."""
-        files = []
-        for p in self.paths:
-            st = p.stat()
-            files.append((str(p.relative_to(self.root)), st.st_size, st.st_mtime_ns))
-        return fingerprint_of("image_folder", self.layout, self.class_names, self.resolution, self.channels,
-                              "center_crop_arr", files, self.labels)
+        """The content fingerprint with the layout and the preprocessing (size, channels, crop)."""
+        return fingerprint_of("image_folder", self.layout, self.resolution, self.channels, "center_crop_arr",
+                              self.content_fingerprint)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "root": str(self.root), "layout": self.layout,

@@ -67,10 +67,19 @@ def _selection_sha256(ds: ImageDataset) -> str:
     return ds.fingerprint
 
 
+def _content_sha256(ds: ImageDataset) -> str:
+    """Hash of the selected images' contents (file bytes of an image folder, pixels of a built-in) and labels."""
+    if isinstance(ds, DatasetView):
+        return fingerprint_of("view", _content_sha256(ds.base), ds.indices, ds.labels, list(ds.class_names))
+    content = getattr(ds, "content_fingerprint", None)
+    return content if content is not None else ds.fingerprint
+
+
 def data_fingerprint(images: ImageDataset) -> dict[str, Any]:
-    """What a resumed run must find unchanged: number of images, class names and a hash of the selection."""
+    """What a resumed run must find unchanged: number of images, class names, the selection (file names) and
+    the content (file bytes: an image edited in place under the same name changes it)."""
     return {"images": len(images), "num_classes": images.num_classes, "classes": list(images.class_names),
-            "selection_sha256": _selection_sha256(images)}
+            "selection_sha256": _selection_sha256(images), "content_sha256": _content_sha256(images)}
 
 
 def bad_files_of(ds: Any) -> list[tuple[str, str]]:

@@ -32,6 +32,7 @@ from ...core.flow import flow_matching_losses, flow_training_inputs
 from ...core.precision import maybe_compile
 from ...core.seeds import PerSampleNoise
 from ...io.atomic import write_json
+from ...io.fingerprints import StageInputsChanged, input_differences
 from .config import TrainConfig
 from .data import TrainData, prepare_data
 from .distributed import (STREAM_GLOBAL_RNG, DistInfo, StepKeys, all_reduce_mean, barrier, derive_seed,
@@ -102,6 +103,7 @@ class _Trainer:
         if state is not None:
             self._check_config(state)
         base = load_base(cfg) if cfg.init == "base" else None
+        self.inputs = {"base": base[3] if base else None}  # the weights the run reads (LoRA, single pass, guide)
         check = (lambda fingerprint: self._check_data(state, fingerprint)) if state is not None else None
         self.data: TrainData = prepare_data(cfg, base[1] if base else None, dist, self.run_dir, check)
         self.label_dropout = cfg.label_dropout
@@ -134,17 +136,24 @@ class _Trainer:
                              + "; ".join(diffs))
 
     def _check_data(self, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-        """Refuse to resume on other data than the checkpoint saw (an old checkpoint without a record: a note)."""
-        saved = state.get("data")
-        if saved is None:
-            self.notes.append(f"checkpoint {self.resume_from} records no data fingerprint (saved by an older "
-                              "version): resuming without checking that the training data is unchanged")
-            return
-        diffs = data_differences(saved, fingerprint)
-        if diffs:
-            raise ValueError(f"cannot resume {self.resume_from}: data changed since the checkpoint "
-                             f"(data.dataset={self.cfg.data.dataset!r}): " + "; ".join(diffs)
-                             + "; restore the data, or start a new run with another --out")
+        """Refuse to resume on other data or base weights than the checkpoint saw (no record: a note)."""
+        saved, inputs = state.get("data"), state.get("inputs")
+        for what, record in (("data fingerprint", saved), ("base weights' sha256", inputs)):
+            if record is None:
+                self.notes.append(f"checkpoint {self.resume_from} records no {what} (saved by an older version): "
+                                  "resuming without checking it is unchanged")
+        if saved is not None and "content_sha256" not in saved:
+            self.notes.append(f"checkpoint {self.resume_from} records file names, not contents: resuming "
+                              "without checking that the images' contents are unchanged")
+        data = data_differences(saved, fingerprint) if saved is not None else []
+        weights = [f"{d} (sha256 of the weights at {self.cfg.base})"
+                   for d in (input_differences(inputs, self.inputs) if inputs is not None else [])]
+        if data or weights:
+            what = " and ".join(w for w, d in (("data", data), ("base weights", weights)) if d)
+            raise StageInputsChanged(f"cannot resume {self.resume_from}: {what} changed since the checkpoint "
+                                     f"(data.dataset={self.cfg.data.dataset!r}, base={self.cfg.base!r}): "
+                                     + "; ".join(data + weights) + "; restore them, or start a new run with "
+                                     "another --out")
 
     def _restore(self, state: dict[str, Any]) -> None:
         net = self.models.net
@@ -183,7 +192,8 @@ class _Trainer:
         return {"format": STATE_FORMAT, "version": 1, "step": self.step,
                 "data_position": self.step * self.cfg.batch_size, "mode": models.mode, "model": model_sd,
                 "ema": ema_sd, "optimizer": self.opt.state_dict(), "rng": capture_rng(),
-                "config": self.cfg.to_dict(), "model_config": models.config.to_dict(), "data": self.data.fingerprint}
+                "config": self.cfg.to_dict(), "model_config": models.config.to_dict(), "data": self.data.fingerprint,
+                "inputs": self.inputs}
 
     def save(self) -> None:
         ok, rows = params_in_sync(list(self.trainable.values()), self.dist)

@@ -235,4 +235,7 @@ def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     if saved.get("selection_sha256") != current.get("selection_sha256"):
         diffs.append(f"file list / selection hash {str(saved.get('selection_sha256'))[:12]} -> "
                      f"{str(current.get('selection_sha256'))[:12]}")
+    elif "content_sha256" in saved and saved.get("content_sha256") != current.get("content_sha256"):
+        diffs.append(f"image contents changed under the same file names (content hash "
+                     f"{str(saved.get('content_sha256'))[:12]} -> {str(current.get('content_sha256'))[:12]})")
     return diffs
