@@ -215,13 +215,14 @@ def test_single_pass_resume_is_bit_identical(tmp_path, tiny_base, mode):  # noqa
 
 def test_flow_single_pass_w_one_is_the_plain_velocity_loss(tmp_path, tiny_base):  # noqa: F811
     """A velocity model (the tiny base declared velocity, like the demo's flow source): same rules."""
-    sets = [f"base={tiny_base}", "base_prediction=velocity", "data.dataset=digits", "data.classes=[3, 4]",
-            "steps=2", "label_dropout=0", "ema.decay=0.5"]
+    sets = [f"base={tiny_base}", "base_prediction=velocity", "base_reinterpret=true", "data.dataset=digits",
+            "data.classes=[3, 4]", "steps=2", "label_dropout=0", "ema.decay=0.5"]
     plain = train(tiny_config(tmp_path / "plain", *sets, preset=None))
     one = train(tiny_config(tmp_path / "one", *sets, "single_pass.enabled=true", "single_pass.w=1", preset=None))
     two = train(tiny_config(tmp_path / "two", *sets, "single_pass.enabled=true", "single_pass.w=3", preset=None))
     a, b, c = _weights(plain.checkpoint), _weights(one.checkpoint), _weights(two.checkpoint)
     assert load_model(two.checkpoint).config.prediction == "velocity"
+    assert load_model(two.checkpoint).metadata["base"]["reinterpreted"] == {"prediction": "velocity"}  # provenance
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
 

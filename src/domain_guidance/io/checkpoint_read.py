@@ -8,6 +8,13 @@ A LoRA directory (``lora``) is detected here and read by :mod:`.lora_checkpoints
 training ``.pt``, or one of our training checkpoint directories, whose ``model.safetensors``
 holds the EMA weights and whose ``train_state.pt`` holds the raw ones. ``info["which"]`` is the
 set actually read; None for a file holding one set of unknown kind.
+
+Stored facts win over declarations: a config stored with the weights (ours, diffusers' config.json), the
+``args.model`` of a training ``.pt`` (SiT: velocity, DiT: eps) and a ``weights`` entry naming the set
+in a file are facts; a ``config`` / override or ``which`` that contradicts one is a CheckpointError naming
+both. Only a training initialisation that deliberately re-reads a checkpoint passes ``reinterpret=True``;
+the replaced facts are then recorded in ``info["reinterpreted"]``. Inferred fields (shapes) are checked
+by the weights themselves; what no file can say (a raw ``.pt``'s prediction) is the caller's to declare.
 """
 from __future__ import annotations
 
@@ -102,7 +109,7 @@ def pick_set(path: Path, metadata: Mapping[str, Any], which: str, mode: str) -> 
         return stored, False
     if (path / TRAIN_STATE_NAME).is_file():
         return which, True
-    files = LORA_WEIGHTS_NAME if mode == "lora" else WEIGHTS_NAME
+    files = path.name if path.is_file() else LORA_WEIGHTS_NAME if mode == "lora" else WEIGHTS_NAME
     raise CheckpointError(
         f"{path}: which={which!r} asks for the {'raw (non-EMA)' if which == 'model' else 'EMA'} weights, but this "
         f"checkpoint holds only {stored!r} weights ({files}) and no {TRAIN_STATE_NAME}; use which={stored!r}, "
@@ -139,17 +146,16 @@ def _read_torch(path: Path, which: str) -> tuple[dict[str, torch.Tensor], dict[s
                           f"'ema'/'model'; found {type(obj).__name__} with keys {keys}")
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], DiTConfig | None, dict[str, Any]]:
+def _read_safetensors(path: Path, which: str) -> tuple[dict[str, torch.Tensor], DiTConfig | None, dict[str, Any]]:
     header = safetensors_header(path)
-    sd, sidecar = load_safetensors(path), path.with_suffix(".json")
+    sidecar, cfg, metadata = path.with_suffix(".json"), None, {}
     if "config" in header:  # written with the weights in one atomic replace: it wins over the sidecar
-        cfg = parse_config(json.loads(header["config"]), path)
-        return sd, cfg, {"format": "safetensors", "metadata": json.loads(header.get("metadata", "{}"))}
-    if sidecar.exists():
+        cfg, metadata = parse_config(json.loads(header["config"]), path), json.loads(header.get("metadata", "{}"))
+    elif sidecar.exists():
         side = read_json(sidecar)
-        cfg = parse_config(side["config"] if "config" in side else side, sidecar)
-        return sd, cfg, {"format": "safetensors", "metadata": side.get("metadata", {})}
-    return sd, None, {"format": "safetensors", "metadata": {}}
+        cfg, metadata = parse_config(side["config"] if "config" in side else side, sidecar), side.get("metadata", {})
+    got, _ = pick_set(path, metadata, which, "full")  # a named set is a fact: which= may not contradict it
+    return load_safetensors(path), cfg, {"format": "safetensors", "which": got, "metadata": metadata}
 
 
 def _read_dir(path: Path, which: str) -> tuple[dict[str, torch.Tensor], DiTConfig, dict[str, Any]]:
@@ -161,7 +167,7 @@ def _read_dir(path: Path, which: str) -> tuple[dict[str, torch.Tensor], DiTConfi
     return sd, cfg, {"format": "dir", "which": got, "metadata": metadata}
 
 
-def _read_diffusers(path: Path, config: DiTConfig | None, overrides: dict[str, Any]):
+def _read_diffusers(path: Path):
     if (path / "model_index.json").exists():
         path = path / "transformer"
     dconf, src = read_json(path / CONFIG_NAME), str(path)
@@ -176,16 +182,53 @@ def _read_diffusers(path: Path, config: DiTConfig | None, overrides: dict[str, A
         sd = owned(safe_torch_load(path / f"{DIFFUSERS_WEIGHTS}.bin"))
     else:
         raise CheckpointError(f"{path}: diffusers folder without {single.name} (or .bin / sharded index)")
-    cfg = config or diffusers_config(dconf, sd, src, **overrides)
     notes = ["diffusers' DiT uses a slightly different timestep embedding (downscale_freq_shift=1) and "
              f"norm_eps={dconf.get('norm_eps', 1e-5)} before the MLP: this model computes the official DiT function"]
-    return diffusers_to_official(sd, cfg, src), cfg, {"format": "diffusers", "path": src, "notes": notes}
+    return sd, diffusers_config(dconf, sd, src), {"format": "diffusers", "path": src, "notes": notes}
+
+
+# What each format stores about the model (facts a declaration may not contradict); the rest is inferred.
+_DIFFUSERS_FACTS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_ratio",
+                    "num_classes", "null_class", "learn_sigma")
+
+
+def stored_facts(fmt: str, found: DiTConfig | None, args: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """The config fields a checkpoint states (normalised as ``DiTConfig.to_dict`` writes them)."""
+    if found is not None:
+        facts = found.to_dict()
+        return {k: facts[k] for k in _DIFFUSERS_FACTS} if fmt == "diffusers" else facts
+    model_name = args.get("model") if isinstance(args, dict) else None
+    if isinstance(model_name, str) and model_name.startswith(("SiT-", "DiT-")):
+        prediction = "velocity" if model_name.startswith("SiT-") else "eps"
+        info["notes"].append(f"args.model={model_name!r}: prediction={prediction!r}")
+        return {"prediction": prediction}
+    return {}
+
+
+def check_declared(path: Path, facts: Mapping[str, Any], cfg: DiTConfig, reinterpret: bool,
+                   info: dict[str, Any]) -> None:
+    """Raise a CheckpointError naming each field where ``cfg`` (declared) contradicts a stored fact; with
+    ``reinterpret`` record them in ``info["reinterpreted"]`` instead ({field: {"stored", "as"}})."""
+    new = cfg.to_dict()
+    changed = {k: (v, new[k]) for k, v in facts.items() if k in new and new[k] != v}
+    if not changed:
+        return
+    if not reinterpret:
+        said = "; ".join(f"{k}={n!r} was declared, but the checkpoint says {k}={o!r}" for k, (o, n) in changed.items())
+        raise CheckpointError(f"{path}: {said}. A stored fact wins: drop the declaration (--prediction auto). "
+                              "Only a training initialisation may re-read a checkpoint as something else, and "
+                              "says so: base_reinterpret=true")
+    info["reinterpreted"] = {k: {"stored": o, "as": n} for k, (o, n) in changed.items()}
+    info["notes"].append("reinterpreted (stored -> declared): "
+                         + ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in changed.items()))
 
 
 def read_state_dict(path_or_id: str | os.PathLike, which: str = "ema", config: DiTConfig | None = None,
-                    **overrides: Any) -> tuple[dict[str, torch.Tensor], DiTConfig, dict[str, Any]]:
+                    reinterpret: bool = False, **overrides: Any
+                    ) -> tuple[dict[str, torch.Tensor], DiTConfig, dict[str, Any]]:
     """Official-layout state dict, its config and info (format, path, which, metadata, notes, ...), from any
-    non-LoRA format. ``config`` replaces the stored or inferred config; ``overrides`` change fields of it."""
+    non-LoRA format. ``config`` replaces the stored or inferred config; ``overrides`` change fields of it;
+    either may only contradict a stored fact with ``reinterpret=True`` (see the module doc)."""
     path = resolve_checkpoint(path_or_id)
     check_which(which, path)
     fmt, found = detect_format(path), None
@@ -195,22 +238,20 @@ def read_state_dict(path_or_id: str | os.PathLike, which: str = "ema", config: D
     if fmt == "dir":
         sd, found, more = _read_dir(path, which)
     elif fmt == "safetensors":
-        sd, found, more = _read_safetensors(path)
+        sd, found, more = _read_safetensors(path, which)
     elif fmt == "diffusers":
-        sd, found, more = _read_diffusers(path, config, overrides)
+        sd, found, more = _read_diffusers(path)
     else:
         sd, more = _read_torch(path, which)
     info.update(more)
-    args = info.get("args")
-    model_name = args.get("model") if isinstance(args, dict) else None
-    if isinstance(model_name, str) and model_name.startswith("SiT-") and config is None and "prediction" not in overrides:
-        overrides = {**overrides, "prediction": "velocity"}
-        info["notes"].append(f"args.model={model_name!r}: prediction='velocity'")
+    facts = stored_facts(fmt, found, info.get("args"), info)
     sd = strip_prefixes(sd)
-    if config is not None:
-        cfg = config.replace(**overrides) if overrides else config
-    elif found is not None:
-        cfg = found.replace(**overrides) if overrides and fmt != "diffusers" else found
+    base = config if config is not None else found
+    if base is not None:
+        cfg = base.replace(**overrides) if overrides else base
     else:
-        cfg = infer_config(sd, str(path), **overrides)
+        cfg = infer_config(sd, str(path), **{**facts, **overrides})
+    check_declared(path, facts, cfg, reinterpret, info)
+    if fmt == "diffusers":
+        sd = diffusers_to_official(sd, cfg, info["path"])
     return sd, cfg, info

@@ -104,7 +104,7 @@ def _loaded(net: nn.Module, config: DiTConfig, info: dict[str, Any], **more: Any
 
 
 def load_model(path_or_id: str | os.PathLike, which: str = "ema", config: DiTConfig | None = None,
-               **overrides: Any) -> LoadedModel:
+               reinterpret: bool = False, **overrides: Any) -> LoadedModel:
     """Load any supported checkpoint as a :class:`LoadedModel` (network in eval mode, config, provenance).
 
     ``which`` picks ``"ema"`` or ``"model"`` (raw) weights where a checkpoint holds both (an official
@@ -113,6 +113,9 @@ def load_model(path_or_id: str | os.PathLike, which: str = "ema", config: DiTCon
     ``prediction="velocity"`` for a SiT checkpoint, ``num_heads`` for a size not in the registry.
     A LoRA directory gives the peft model and the target config; ``.base_config`` is the pre-trained one.
     Its stored configs win: ``prediction`` may only be declared when it agrees with them.
+    So do every format's stored facts (a stored config, a training ``.pt``'s ``args.model``, a file's
+    ``weights`` entry): a contradicting declaration is a CheckpointError naming both, unless
+    ``reinterpret=True`` (a training initialisation only; ``.details["reinterpreted"]`` records it).
     """
     path = resolve_checkpoint(path_or_id)
     if detect_format(path) == "lora":
@@ -124,7 +127,7 @@ def load_model(path_or_id: str | os.PathLike, which: str = "ema", config: DiTCon
             raise CheckpointError(f"{path}: prediction={declared!r} was declared, but this LoRA checkpoint's stored "
                                   f"configs say {target_cfg.prediction!r} (they win); drop the declaration")
         return _loaded(model, target_cfg, info, base_config=base_cfg, base_path=Path(info["base"]["resolved"]))
-    sd, cfg, info = read_state_dict(path, which, config, **overrides)
+    sd, cfg, info = read_state_dict(path, which, config, reinterpret, **overrides)
     return _loaded(build_dit(sd, cfg, str(path)), cfg, info)
 
 
@@ -168,7 +171,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, which: st
                        config: DiTConfig | None = None, metadata: Mapping[str, Any] | None = None,
                        **overrides: Any) -> Path:
     """Convert an official / training / diffusers / safetensors checkpoint to our format, with provenance."""
-    sd, cfg, info = read_state_dict(src, which, config, **overrides)
+    sd, cfg, info = read_state_dict(src, which, config, False, **overrides)
     origin = {"path": str(Path(info["path"]).resolve()), "format": info["format"], "which": info["which"],
               "sha256": checkpoint_sha256(info["path"])}
     weights = {"weights": info["which"]} if info["which"] else {}  # so the copy says which set it holds

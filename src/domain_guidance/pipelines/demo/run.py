@@ -91,7 +91,7 @@ def ensure_source(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     if cfg.model_overrides:
         extra["model_overrides"] = dict(cfg.model_overrides)
     if cfg.model and resolve_config(cfg.source_preset, overrides=cfg.train_overrides).init == "base":
-        extra.update(init="scratch", base=None, base_prediction="auto")
+        extra.update(init="scratch", base=None, base_prediction="auto", base_reinterpret=False)
     if cfg.prediction == "velocity" and (cfg.model or cfg.model_overrides):
         extra["model_overrides"] = {**extra.get("model_overrides", {}), "prediction": "velocity"}
     tc = resolve_config(cfg.source_preset, overrides=_merge(dict(

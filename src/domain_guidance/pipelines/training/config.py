@@ -106,6 +106,7 @@ class TrainConfig(ConfigMixin):
     base: str | None = None  # pre-trained checkpoint (official .pt, ours, diffusers) or a run directory
     base_which: str = "ema"  # weights of a training checkpoint used as base: ema | model
     base_prediction: str = "auto"  # what the base predicts: auto (stored/inferred) | eps | velocity (raw SiT .pt)
+    base_reinterpret: bool = False  # true: base_prediction replaces the base's stored one (an initialisation only)
     model: str = "T/2"  # scratch: size name ("XL/2", "S/2", "T/2", ...)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # scratch: e.g. {hidden_size: 32, depth: 1}
     learn_sigma: bool = True  # scratch only; a base keeps its own
@@ -169,6 +170,9 @@ class TrainConfig(ConfigMixin):
         need(self.init == "base" or self.base_prediction == "auto",
              f"base_prediction={self.base_prediction!r} applies to a base checkpoint, but init='scratch'; a new "
              "model predicts velocity when named SiT-... (model=SiT-S/2) or with model_overrides.prediction")
+        need(not self.base_reinterpret or self.base_prediction != "auto",
+             "base_reinterpret=true re-reads the base as base_prediction, but base_prediction is 'auto'; "
+             "set base_prediction=eps or velocity, or drop base_reinterpret")
         need(0.0 <= self.label_dropout <= 1.0, f"label_dropout must be in [0, 1] (1: null label only), got {self.label_dropout}")
         need(self.batch_size > 0 and self.steps > 0,
              f"batch_size and steps must be > 0, got {self.batch_size}, {self.steps}")

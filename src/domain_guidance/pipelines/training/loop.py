@@ -205,7 +205,8 @@ class _Trainer:
             meta = {"step": self.step, "train_config": self.cfg.to_dict(), "weights": "ema",
                     "base": None if self.models.base_path is None else
                     {"path": str(self.models.base_path), "sha256": self.models.base_sha256,
-                     "which": self.models.base_which}}
+                     "which": self.models.base_which,
+                     **({"reinterpreted": {"prediction": self.cfg.base_prediction}} if self.cfg.base_reinterpret else {})}}
             if self.single_pass is not None:  # guidance-distilled: sampled unguided, one evaluation per step
                 meta["guidance_distilled"] = self.single_pass.record(self.models.base_sha256)
             path = save_checkpoint_dir(self.run_dir, self.step, self.state_dict(),

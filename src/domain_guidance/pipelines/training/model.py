@@ -76,7 +76,9 @@ def load_base(cfg: TrainConfig) -> tuple[DiT, DiTConfig, Path, str]:
     """(pre-trained DiT in eval mode, its config, resolved path, sha256) from ``cfg.base``."""
     path = resolve_base(cfg.base)
     declared = {} if cfg.base_prediction == "auto" else {"prediction": cfg.base_prediction}  # raw SiT .pt: velocity
-    loaded = load_model(path, which=cfg.base_which, **declared)
+    # A declaration contradicting the base's stored prediction is refused unless base_reinterpret names it
+    # (the flow source starts from the eps source's weights); the run's train_config records it.
+    loaded = load_model(path, which=cfg.base_which, reinterpret=cfg.base_reinterpret, **declared)
     net, base_cfg = loaded.net, loaded.config
     if has_adapter(net) or not isinstance(net, DiT):
         raise ValueError(f"base {path} is a LoRA checkpoint; fine-tune from a full model (merge it first)")

@@ -76,11 +76,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         grad_clip=1.0, device="auto", log_every=50, ckpt_every=1000, keep_last=3, sample_every=2000,
         grid=dict(num=12, steps=25), out="runs/animal-source"),
     # Flow-matching source of `dog demo --flow`: the same DiT-M/2 shape and data, trained with the flow-matching
-    # (velocity) loss. To save CPU time it starts from the shipped eps source's weights, declared velocity: only
+    # (velocity) loss. To save CPU time it starts from the shipped eps source's weights, re-read as velocity
+    # (base_reinterpret: the stored eps is overridden on purpose, recorded in the checkpoint's base entry): only
     # an initialisation (the time embedding sees SiT time in [0, 1] instead of DDPM steps, and the label table
     # is fresh), then trained as a SiT. `dog finetune --preset animal-source-flow` (init=base, not pretrain).
     "animal-source-flow": dict(
-        init="base", base=_EPS_SOURCE, base_prediction="velocity", mode="full",
+        init="base", base=_EPS_SOURCE, base_prediction="velocity", base_reinterpret=True, mode="full",
         data=dict(dataset="animal-mnist", resolution=16, classes=[0, 1, 2, 3, 4, 5], split="train"),
         label_dropout=0.1, lr=3e-4, batch_size=64, steps=20000, ema=dict(decay=0.9995, warmup="linear"),
         grad_clip=1.0, device="auto", log_every=50, ckpt_every=500, keep_last=4, sample_every=2000,
