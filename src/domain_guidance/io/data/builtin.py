@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .common import DatasetView, ImageDataset, fingerprint_of, select_indices, to_tensor
+from .glyphs import GLYPH_CLASSES, make_glyphs
 from .image_folder import ImageFolderDataset
 
 ANIMAL_MNIST_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
@@ -73,6 +74,9 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 BUILTINS: dict[str, tuple[Callable[[], tuple[np.ndarray, np.ndarray]], list[str], int, bool]] = {
     "animal-mnist": (_animal_mnist, ANIMAL_MNIST_CLASSES, 28, True),
     "digits": (_digits, DIGITS_CLASSES, 8, False),  # a mirrored digit is not a digit
+    # procedural RGB shapes (glyphs.py): class = shape; all hues, or only the blue band; a mirrored crescent is new
+    "glyphs": (functools.partial(make_glyphs, "glyphs"), GLYPH_CLASSES, 16, False),
+    "glyphs-blue": (functools.partial(make_glyphs, "glyphs-blue"), GLYPH_CLASSES, 16, False),
 }
 
 
@@ -131,14 +135,14 @@ def _class_ids(classes: Sequence[int | str] | None, names: list[str], where: str
 
 
 def _resize(images: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 (N, h, w) -> (N, resolution, resolution) with PIL bicubic."""
+    """uint8 (N, h, w[, 3]) -> (N, resolution, resolution[, 3]) with PIL bicubic."""
     if images.shape[1] == resolution and images.shape[2] == resolution:
         return images
     size = (resolution, resolution)
     return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BICUBIC)) for im in images])
 
 
-def load_builtin(name: str, *, resolution: int | None = None, channels: int = 1,
+def load_builtin(name: str, *, resolution: int | None = None, channels: int | None = None,
                  classes: Sequence[int | str] | None = None, images_per_class: int | None = None,
                  split: str = "all", test_fraction: float = 0.2, split_seed: int = 0, seed: int = 0,
                  random_flip: bool | None = None) -> ArrayImageDataset:
@@ -148,21 +152,24 @@ def load_builtin(name: str, *, resolution: int | None = None, channels: int = 1,
     ``split``/``test_fraction``/``split_seed``/``images_per_class``/``seed``: see ``select_indices``
     (per-class deterministic train/test split, then a seeded per-class subset). Exact duplicate
     images (animal-mnist has 284 pairs) are kept on the same side of the split.
-    ``resolution`` defaults to the native size; ``channels`` 3 repeats the gray channel.
+    ``resolution`` defaults to the native size; ``channels`` (default: native) 3 repeats a gray channel;
+    an RGB built-in (``glyphs``) is never turned gray.
     ``random_flip`` defaults to the dataset's own choice (animal-mnist: on, digits: off).
     """
     if name not in BUILTINS:
         raise KeyError(f"unknown built-in dataset {name!r}; available: {sorted(BUILTINS)}")
     loader, names, native, flip_default = BUILTINS[name]
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3; got {channels}")
-    ids = _class_ids(classes, names, name)
     images, labels, dup_groups = _raw(name)
+    native_channels = 1 if images.ndim == 3 else images.shape[3]
+    channels = native_channels if channels is None else channels
+    if channels not in (1, 3) or channels < native_channels:
+        raise ValueError(f"channels must be 1 or 3 (and 3 for the RGB built-in {name!r}); got {channels}")
+    ids = _class_ids(classes, names, name)
     idx, new_labels = select_indices(labels, classes=ids, images_per_class=images_per_class, split=split,
                                      test_fraction=test_fraction, split_seed=split_seed, seed=seed, groups=dup_groups)
     kept_ids = ids if ids is not None else sorted(set(labels.tolist()))
-    images = _resize(images[idx], resolution or native)  # (N, R, R)
-    if channels == 3:
+    images = _resize(images[idx], resolution or native)  # (N, R, R[, 3])
+    if channels == 3 and native_channels == 1:
         images = np.repeat(images[..., None], 3, axis=-1)  # (N, R, R, 3)
     info = {"name": name, "source_classes": kept_ids, "split": split, "test_fraction": test_fraction,
             "split_seed": split_seed, "images_per_class": images_per_class, "seed": seed}
@@ -180,7 +187,7 @@ def load_dataset(spec: str | os.PathLike, *, resolution: int | None = None, chan
     built-ins (through a ``DatasetView``); ``folder_kwargs`` go to ``ImageFolderDataset``.
     """
     if str(spec) in BUILTINS:
-        return load_builtin(str(spec), resolution=resolution, channels=channels or 1, classes=classes,
+        return load_builtin(str(spec), resolution=resolution, channels=channels, classes=classes,
                             images_per_class=images_per_class, split=split, test_fraction=test_fraction,
                             split_seed=split_seed, seed=seed, random_flip=random_flip)
     if not Path(spec).expanduser().is_dir():

@@ -86,6 +86,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         label_dropout=0.1, lr=3e-4, batch_size=64, steps=20000, ema=dict(decay=0.9995, warmup="linear"),
         grad_clip=1.0, device="auto", log_every=50, ckpt_every=500, keep_last=4, sample_every=2000,
         grid=dict(num=12, sampler="auto", steps=25), out="runs/animal-source-flow"),
+    # Round-4 source candidate (docs/regime-search.md): procedural RGB glyphs, shapes 0-7 in every hue, 16x16x3.
+    "glyph-source": dict(
+        init="scratch", model="M/2", data=dict(dataset="glyphs", resolution=16, channels=3,
+                                               classes=[0, 1, 2, 3, 4, 5, 6, 7], split="train"),
+        label_dropout=0.1, lr=3e-4, batch_size=64, steps=40000, ema=dict(decay=0.9995, warmup="linear"),
+        grad_clip=1.0, device="auto", log_every=100, ckpt_every=1000, keep_last=3, sample_every=4000,
+        grid=dict(num=16, steps=25), out="runs/glyph-source"),
     # Target fine-tune of the demo: 4 new classes (giraffe, horse, sheep, zebra), 50 images each.
     "animal-target": dict(
         init="base", base="runs/animal-source", mode="full",
