@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ...atomic import write_bytes, write_json
+from ...fingerprints import check_stage_inputs
 from ..image_folder import check_image
 from .sources import Source
 
@@ -105,10 +106,16 @@ def read_manifest(out: str | Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: not valid JSON ({e}); delete it (or pass --overwrite) to prepare again") from None
 
 
-def _refuse_used(out: Path, plan: Plan, overwrite: bool) -> dict[str, Any] | None:
-    """The existing manifest when it matches this plan; refuse other contents unless ``overwrite``."""
+def _refuse_used(out: Path, plan: Plan, overwrite: bool, inputs: dict[str, str],
+                 source: Source) -> dict[str, Any] | None:
+    """The existing manifest when it matches this plan and source; refuse other contents unless ``overwrite``."""
     manifest = read_manifest(out)
     if manifest is not None and manifest.get("dataset") == plan.dataset and manifest.get("options") == plan.options:
+        if overwrite and manifest.get("inputs") != inputs:
+            return None
+        check_stage_inputs(f"--out {out} (a prepared {plan.dataset!r})", manifest.get("inputs"), inputs,
+                           f"its classes and images may not be those of --from {source.path}; pass --overwrite to "
+                           "prepare it again from this source, or choose another --out")
         return manifest
     if overwrite:
         return None
@@ -127,7 +134,8 @@ def write_plan(plan: Plan, source: Source, out: str | Path, *, overwrite: bool =
                progress: bool = False) -> dict[str, Any]:
     """Lay ``plan`` out under ``out`` (see the module docstring); returns the manifest."""
     out = Path(out).expanduser()
-    done = _refuse_used(out, plan, overwrite)
+    inputs = {"source": source.fingerprint()}  # the bytes of what was downloaded (io.fingerprints)
+    done = _refuse_used(out, plan, overwrite, inputs, source)
     if done is not None:
         return {**done, "reused": True}
     t0 = time.perf_counter()
@@ -167,7 +175,7 @@ def write_plan(plan: Plan, source: Source, out: str | Path, *, overwrite: bool =
         else:
             hashes[dest] = digest
     missing = sorted(set(plan.missing) | (set(dests) - seen))
-    manifest = _manifest(plan, source, hashes, corrupt, missing, time.perf_counter() - t0)
+    manifest = {**_manifest(plan, source, hashes, corrupt, missing, time.perf_counter() - t0), "inputs": inputs}
     if not hashes:
         raise ValueError(f"--from {source.path}: none of the {len(dests)} images of {plan.dataset} could be "
                          f"read ({len(corrupt)} unreadable, {len(missing)} missing), e.g. "
@@ -182,6 +190,14 @@ def write_plan(plan: Plan, source: Source, out: str | Path, *, overwrite: bool =
     write_json(out / MANIFEST, manifest)
     shutil.rmtree(staging)
     return manifest
+
+
+def _cross_split_duplicates(hashes: dict[str, str]) -> list[list[str]]:
+    """Groups of written files (``split/class/file``) with the same bytes that lie in more than one split."""
+    by_digest: dict[str, list[str]] = {}
+    for dest in sorted(hashes):
+        by_digest.setdefault(hashes[dest], []).append(dest)
+    return [files for files in by_digest.values() if len({f.split("/")[0] for f in files}) > 1]
 
 
 def _manifest(plan: Plan, source: Source, hashes: dict[str, str], corrupt: list[dict[str, str]],
@@ -209,8 +225,12 @@ def _manifest(plan: Plan, source: Source, hashes: dict[str, str], corrupt: list[
                         f"({corrupt[0]['reason']})")
     if missing:
         warnings.append(f"{len(missing)} file(s) named by the metadata are not in the source, e.g. {missing[0]}")
+    overlap = _cross_split_duplicates(hashes)
+    if overlap:
+        warnings.append(f"{len(overlap)} image(s) are byte-identical in more than one split, e.g. "
+                        f"{' = '.join(overlap[0])}: the splits overlap; check that the download is the official one")
     return {"format": MANIFEST_FORMAT, "dataset": plan.dataset, "options": plan.options,
             "source": source.describe(), "layout": "OUT/<split>/<class>/<file> (ImageFolder)",
             "splits": splits, "classes": plan.classes, "num_classes": len(plan.classes),
-            "corrupt": corrupt, "missing": missing, "warnings": warnings, "notes": plan.notes,
+            "corrupt": corrupt, "missing": missing, "cross_split_duplicates": overlap, "warnings": warnings, "notes": plan.notes,
             "hashes_file": HASHES, "seconds": round(seconds, 2)}

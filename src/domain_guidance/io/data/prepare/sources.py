@@ -13,6 +13,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
+from ...fingerprints import combine, fingerprint_path
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 METADATA_SUFFIXES = (".txt", ".csv", ".mat", ".json", ".tsv")
 METADATA_MAX_BYTES = 256 << 20  # a metadata file larger than this is not read into memory
@@ -54,6 +56,10 @@ class Source:
 
     def describe(self) -> dict[str, object]:
         return {"path": self.origin or str(self.path), "kind": type(self).__name__, "files": len(self.files)}
+
+    def fingerprint(self) -> str:
+        """Content fingerprint of what was downloaded: the archive's bytes, or every file of the folder."""
+        return fingerprint_path(self.path)
 
 
 class FolderSource(Source):
@@ -148,8 +154,8 @@ class TarSource(Source):
 class CombinedSource(Source):
     """Several sources as one: the files of part ``i`` appear under its prefix (``cars_train.tgz/...``)."""
 
-    def __init__(self, path: Path, parts: list[tuple[str, Source]]):
-        self.path, self.parts = path, parts
+    def __init__(self, path: Path, parts: list[tuple[str, Source]], whole_folder: bool = False):
+        self.path, self.parts, self.whole_folder = path, parts, whole_folder  # whole_folder: path holds every part
         self.files = sorted(prefix + f for prefix, src in parts for f in src.files)
 
     def _split(self, name: str) -> tuple[Source, str]:
@@ -170,6 +176,11 @@ class CombinedSource(Source):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "parts": [{"prefix": p, **s.describe()} for p, s in self.parts]}
+
+    def fingerprint(self) -> str:
+        if self.whole_folder:
+            return fingerprint_path(self.path)
+        return combine((prefix, src.fingerprint()) for prefix, src in self.parts)
 
 
 def open_source(path: str | os.PathLike | list) -> Source:
@@ -194,7 +205,7 @@ def open_source(path: str | os.PathLike | list) -> Source:
             return folder
         parts: list[tuple[str, Source]] = [("", folder)] if len(archives) < len(folder.files) else []
         parts += [(f + "/", open_source(p / f)) for f in archives]
-        return CombinedSource(p, parts)
+        return CombinedSource(p, parts, whole_folder=True)
     if zipfile.is_zipfile(p):
         return ZipSource(p)
     if tarfile.is_tarfile(p):
