@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "write OUT/<split>/<class>/<file> with the official splits, OUT/manifest.json (counts, classes, "
                     "differences from the official sizes, unreadable and missing files) and OUT/files.sha256 "
                     "(check with `sha256sum -c`). Unreadable images are skipped and listed, never fatal. A rerun "
-                    "with the same options into a prepared OUT does nothing.",
+                    "with the same options from the same download (the same bytes) into a prepared OUT does nothing; "
+                    "another download, or one whose contents changed, is refused unless --overwrite.",
         epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("name", choices=sorted(DATASETS), help="dataset")
     pr.add_argument("--from", dest="source", required=True, metavar="ARCHIVE_OR_DIR", action="append",
@@ -46,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                "split), e.g. the follow-up's 76,128 / 10,875 / 21,750 lists")
     pr.add_argument("--workers", type=int, default=4, help="threads that decode and hash images (default 4)")
     pr.add_argument("--overwrite", action="store_true",
-                    help="replace what --out holds (default: refuse a folder holding anything else)")
+                    help="replace what --out holds (default: refuse a folder holding anything else, or prepared from "
+                         "another download)")
     pr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pr.set_defaults(func=run_prepare)
     ls = actions.add_parser("list", help="the seven datasets, their official split sizes and expected downloads")
