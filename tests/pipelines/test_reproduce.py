@@ -20,7 +20,7 @@ from tests.io.prepare import fakes
 def test_published_preset_field_by_field(tmp_path):
     cfg = resolve("food101", overrides={"base": "DiT-XL-2-256x256.pt"})
     t = train_config(cfg, tmp_path)
-    # the published recipe (RESEARCH.md section 2): DiT-XL/2-256 from ImageNet, full fine-tune
+    # the published recipe (docs/protocols.md): DiT-XL/2-256 from ImageNet, full fine-tune
     assert (t.init, t.mode, t.base, t.base_which) == ("base", "full", "DiT-XL-2-256x256.pt", "ema")
     assert (t.steps, t.batch_size, t.lr, t.weight_decay, t.adam_betas) == (24_000, 32, 1e-4, 0.0, [0.9, 0.999])
     assert (t.ema.decay, t.ema.warmup, t.label_dropout, t.grad_clip) == (0.9999, "none", 0.1, None)
@@ -134,7 +134,10 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_dinov2, one_thread):
     assert dog["pytorch-fid"] == pytest.approx(_fd_by_hand(samples, crops, tiny_dinov2, clean=False), rel=1e-4)
     assert abs(dog["dgm-eval-clean"] - dog["pytorch-fid"]) > 1e-3  # the protocols differ, so do the numbers
     table = (out / "table.md").read_text()
-    assert "| unguided | 1 | dgm-eval-clean | 8 |" in table and "| 23.36 | 19.14 | no |" in table
+    assert "| unguided | 1 | - | dgm-eval-clean | 8 |" in table and "| 23.36 | 19.14 | no: num_samples |" in table
+    assert "| dog | 1.5 | 3 | dgm-eval-clean |" in table and "reference: 6 of 6 real images (official split" in table
+    # the row's guided channels reach the sampler (DiT's forward_with_cfg: 3 of the latent channels)
+    assert json.loads((out / "samples" / "dog-w1.5" / "settings.json").read_text())["settings"]["channels"] == 3
     saved = json.loads((out / "metrics" / "dog-w1.5.dgm-eval-clean.json").read_text())
     assert saved["protocol"] == "dgm-eval-clean" and "clean" in saved["extractors"]["dinov2"]["resize"]
     # a rerun redoes nothing and gives the same row

@@ -18,9 +18,12 @@ rows (published numbers are printed beside ours):
 
 protocol presets (--protocol): {presets}
   published: training preset dit-xl2-imagenet-published (DiT-XL/2-256, 24,000 steps, batch 32, AdamW 1e-4,
-  EMA 0.9999, label dropout 0.1); unguided / CFG / DoG at w=1.5, DDPM 50 steps, 10,000 samples; FID and
-  FD_DINOv2 against the full real training folder under both evaluation protocols (dgm-eval-clean, the
-  published one, and pytorch-fid). published-50k: 50,000 samples. published-250: 250 DDPM steps.
+  EMA 0.9999, label dropout 0.1); unguided / CFG / DoG at w=1.5 on latent channels 0-2 (DiT's sampler),
+  DDPM 50 steps, 10,000 samples; FID and FD_DINOv2 against a seeded subset of 10,000 real images
+  (dgm-eval --nsample 10000) under both evaluation protocols (dgm-eval-clean, the published one, and
+  pytorch-fid); Food-101 on all 101,000 images. published-all-channels: guides all 4 latent channels
+  (not comparable). published-50k: 50,000 samples. published-250: 250 DDPM steps.
+  The table's 'comparable' column names the first field that differs from the published protocol.
   cpu-tiny: a tiny pixel DiT for a first run on a CPU (its base: dog pretrain --preset cpu-tiny).
 
 --set KEY=VALUE sets any ReproduceConfig key; train.KEY sets a key of the fine-tune's TrainConfig

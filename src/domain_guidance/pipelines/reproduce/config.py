@@ -4,8 +4,11 @@ Presets (EDM2 style, one line per protocol):
 
 - ``published``: the published recipe (training preset ``dit-xl2-imagenet-published``: DiT-XL/2-256
   from ImageNet, 24,000 steps, global batch 32, AdamW 1e-4, EMA 0.9999, label dropout 0.1), sampling
-  unguided / CFG / DoG at w = 1.5 with DDPM 50 steps (the follow-up's re-run) on 10,000 samples,
-  FID and FD_DINOv2 against the full training folder under both evaluation protocols.
+  unguided / CFG / DoG at w = 1.5 on latent channels 0-2 (DiT's ``forward_with_cfg``) with DDPM 50
+  steps (the follow-up's re-run) on 10,000 samples, FID and FD_DINOv2 against a seeded subset of
+  10,000 real images (dgm-eval ``--nsample 10000``) under both evaluation protocols; Food-101 on all
+  101,000 images (the benchmark's ``published_prepare``).
+- ``published-all-channels``: the same guiding all 4 latent channels (not comparable: channels differ).
 - ``published-50k``: the same with 50,000 samples (ADM/DiT's count).
 - ``published-250``: the same with the release's 250 DDPM steps.
 - ``cpu-tiny``: a tiny pixel DiT (training preset ``cpu-tiny``) for tests and a first look on a CPU.
@@ -33,7 +36,7 @@ class ReproduceConfig(ConfigMixin):
     prepare_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"partitions": "Partitions.zip"}
     data: str | None = None  # an already prepared folder (dog data prepare); default OUT/data
     train_split: str = "train"  # fine-tuning set and FID reference: the full real training folder
-    reference_max_images: int | None = None  # None: every image; N: dgm-eval --nsample's seeded subset of N
+    reference_max_images: int | None = 10_000  # N: dgm-eval --nsample's seeded subset of N (published); None: all
     reference_seed: int = 13579  # dgm-eval's default seed for that subset
     base: str | None = None  # pre-trained checkpoint (DiT-XL-2-256x256.pt); also the DoG guide
     vae: str | None = None  # local sd-vae-ft-ema folder or hub id (default: the training preset's)
@@ -41,6 +44,7 @@ class ReproduceConfig(ConfigMixin):
     train: dict[str, Any] = field(default_factory=dict)  # nested TrainConfig overrides (steps, batch_size, ...)
     methods: list[str] = field(default_factory=lambda: ["unguided", "cfg", "dog"])
     scale: float = 1.5
+    channels: int | None = 3  # guided latent channels: DiT's sampler guides 0-2 of 4 (published); None: all
     sampler: str = "ddpm"
     steps: str = "50"
     num_samples: int = 10_000
@@ -75,6 +79,8 @@ class ReproduceConfig(ConfigMixin):
         if self.reference_max_images is not None and self.reference_max_images < 2:
             raise ValueError(f"reference_max_images: expected None (every image) or >= 2, got "
                              f"{self.reference_max_images}")
+        if self.channels is not None and int(self.channels) < 1:
+            raise ValueError(f"channels: expected None (every channel) or a count >= 1, got {self.channels}")
         if self.num_samples < 2:
             raise ValueError(f"num_samples: FID needs at least 2 samples, got {self.num_samples}")
         self.scale = float(self.scale)
@@ -85,6 +91,7 @@ class ReproduceConfig(ConfigMixin):
 _PUBLISHED: dict[str, Any] = {}  # the dataclass defaults are the published protocol
 PRESETS: dict[str, dict[str, Any]] = {
     "published": _PUBLISHED,
+    "published-all-channels": {"channels": None},
     "published-50k": {"num_samples": 50_000},
     "published-250": {"steps": "250"},
     # Seconds on a CPU: a tiny pixel DiT at 8 px (the base must be a tiny model too, e.g. `dog pretrain
@@ -105,8 +112,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve(benchmark: str, protocol: str = "published", overrides: dict[str, Any] | None = None) -> ReproduceConfig:
-    """Defaults < preset ``protocol`` < ``overrides`` (nested: ``{"train": {"steps": 10}}`` merges)."""
+    """Defaults < the benchmark's published data options (published presets) < preset ``protocol`` <
+    ``overrides`` (nested: ``{"train": {"steps": 10}}`` merges)."""
     if protocol not in PRESETS:
         raise KeyError(f"unknown protocol preset {protocol!r}; expected one of {sorted(PRESETS)}")
-    values = _merge(_merge({"benchmark": benchmark, "protocol": protocol}, PRESETS[protocol]), overrides or {})
+    start: dict[str, Any] = {"benchmark": benchmark, "protocol": protocol}
+    if protocol.startswith("published") and benchmark in BENCHMARKS:  # the images the published run used
+        start["prepare_options"] = dict(BENCHMARKS[benchmark].published_prepare)
+    values = _merge(_merge(start, PRESETS[protocol]), overrides or {})
     return ReproduceConfig.from_dict(values, source=f"reproduce preset {protocol}")

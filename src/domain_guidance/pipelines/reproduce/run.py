@@ -21,6 +21,7 @@ from ...io.distributed import DistInfo, barrier, init_distributed, shutdown
 from ..generate import GenerationSettings, balanced_labels, generate, load_models
 from ..training import find_latest, resolve_config, train
 from .benchmarks import benchmark
+from .comparability import recipe_of, split_of
 from .config import STAGES, ReproduceConfig
 from .scoring import score_samples
 from .table import write_row
@@ -108,8 +109,8 @@ def stage_sample(cfg: ReproduceConfig, out: Path, dist: DistInfo, progress: bool
         if why is not None:
             done[method] = {"skipped": why}
             continue
-        settings = GenerationSettings(method=method, scale=cfg.scale, sampler=cfg.sampler, steps=cfg.steps,
-                                      seeds=seeds, labels=labels)
+        settings = GenerationSettings(method=method, scale=cfg.scale, channels=cfg.channels, sampler=cfg.sampler,
+                                      steps=cfg.steps, seeds=seeds, labels=labels)
         record = generate(settings, models, folder, batch_size=cfg.sample_batch_size, shard_size=cfg.shard_size,
                           dist=dist, progress=progress)
         done[method] = {"dir": str(folder), "key": record["key"], "generated_now": record.get("generated_now")}
@@ -174,7 +175,8 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, *, stop_after: str = "table
             times["evaluate"] = {"seconds": round(time.perf_counter() - t0, 2),
                                  "computed": sum(1 for s in scores if not s.get("reused"))}
             if last >= STAGES.index("table"):
-                report["rows"] = write_row(cfg, out, scores)
+                split = split_of(read_manifest(data_dir(cfg, out)), cfg.train_split)
+                report["rows"] = write_row(cfg, out, scores, split, recipe_of(train_config(cfg, out)))
         barrier(dist)
     finally:
         shutdown(dist)

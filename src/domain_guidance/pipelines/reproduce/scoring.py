@@ -103,7 +103,8 @@ def score_samples(cfg: ReproduceConfig, out: Path, reference: Path, sample_dirs:
                       "protocol_description": DESCRIPTIONS[protocol], "reference": str(reference),
                       "num_reference": n_reference, "reference_folder_images": len(everything),
                       "samples": str(npz),
-                      "sampling": {k: record["settings"][k] for k in ("sampler", "steps", "method", "scale")}}
+                      "sampling": {k: record["settings"].get(k) for k in ("sampler", "steps", "method", "scale",
+                                                                               "channels")}}
             write_json(path, result)
             records.append(result)
     return records
