@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--split-list", dest="split_lists", type=_split_list, action="append", default=None,
                     metavar="SPLIT=FILE", help="sun397: your own split lists instead of a partition (repeat per "
                                                "split), e.g. the follow-up's 76,128 / 10,875 / 21,750 lists")
+    pr.add_argument("--train-set", dest="train_set", choices=("official", "all"), default=None,
+                    help="food101: official (default: train 75,750 / test 25,250) or all (every 101,000 images in "
+                         "train/, no test split: the follow-up work's choice, used by `dog reproduce`'s published "
+                         "protocol)")
     pr.add_argument("--workers", type=int, default=4, help="threads that decode and hash images (default 4)")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace what --out holds (default: refuse a folder holding anything else, or prepared from "
@@ -61,7 +65,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     out = check_out_dir(args.out)
     options = {"splits": args.splits.split(",") if args.splits else None, "partition": args.partition,
-               "partitions": args.partitions, "split_lists": dict(args.split_lists) if args.split_lists else None}
+               "partitions": args.partitions, "split_lists": dict(args.split_lists) if args.split_lists else None,
+               "train_set": args.train_set}
     if args.workers < 1:
         raise ValueError(f"--workers: expected an integer >= 1, got {args.workers}")
     m = prepare_dataset(args.name, args.source, out, overwrite=args.overwrite, workers=args.workers,

@@ -60,6 +60,31 @@ def test_food101_splits_corrupt_file_reported(tmp_path):
     assert ds.class_names == ["apple_pie", "baby_back_ribs"] and len(ds) == 5
 
 
+def test_food101_all_images_in_train(tmp_path):
+    """--train-set all: train.txt + test.txt into train/ (the follow-up's 101,000), labelled in the manifest."""
+    from domain_guidance.cli import main
+    from domain_guidance.pipelines.reproduce.comparability import split_of
+
+    archive = fakes.food101(tmp_path)
+    assert main(["data", "prepare", "food101", "--from", str(archive), "--out", str(tmp_path / "all"),
+                 "--train-set", "all", "--no-progress"]) == 0
+    out = tmp_path / "all"
+    assert tree(out) == {"train/apple_pie": ["1001.jpg", "1002.jpg", "1003.jpg", "1004.jpg"],
+                         "train/baby_back_ribs": ["1000.jpg", "1001.jpg", "1002.jpg", "1003.jpg", "1004.jpg"]}
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["options"] == {"splits": ["train"], "train_set": "all"} and split_of(m, "train") == "all"
+    assert m["splits"]["train"]["expected_images"] == 101_000 and check_hashes(out) == 9
+    official = prepare_dataset("food101", archive, tmp_path / "official")
+    assert official["options"] == {"splits": ["train", "test"]} and split_of(official, "train") == "official"
+    for split in ("train", "test"):  # the same files, byte for byte
+        for p in (tmp_path / "official" / split).rglob("*.jpg"):
+            assert (out / "train" / p.parent.name / p.name).read_bytes() == p.read_bytes()
+    with pytest.raises(ValueError, match="train_set 'most'"):
+        prepare_dataset("food101", archive, tmp_path / "bad", train_set="most")
+    with pytest.raises(ValueError, match="writes one split"):
+        prepare_dataset("food101", archive, tmp_path / "bad2", train_set="all", splits=["test"])
+
+
 def test_rerun_reuses_and_other_dataset_refused(tmp_path):
     out = tmp_path / "food"
     archive = fakes.food101(tmp_path)
