@@ -4,7 +4,7 @@ import torch
 from domain_guidance.core.models import DiT, DiTConfig, dit_config
 from tests.core.helpers import tiny_dit
 
-# (key, shape) of the official DiT-XL/2-256 checkpoint (RESEARCH.md section 3)
+# (key, shape) of the official DiT-XL/2-256 checkpoint (docs/protocols.md section 4)
 XL2_SHAPES = {
     "pos_embed": (1, 256, 1152),
     "x_embedder.proj.weight": (1152, 4, 2, 2),

@@ -121,7 +121,7 @@ def test_infer_config_options():
 
 
 def test_xl2_shapes_match_research_table():
-    # RESEARCH.md section 3: key -> shape of the official DiT-XL-2-256x256.pt
+    # docs/protocols.md section 4: key -> shape of the official DiT-XL-2-256x256.pt
     table = {
         "pos_embed": (1, 256, 1152), "x_embedder.proj.weight": (1152, 4, 2, 2), "x_embedder.proj.bias": (1152,),
         "t_embedder.mlp.0.weight": (1152, 256), "t_embedder.mlp.2.weight": (1152, 1152),

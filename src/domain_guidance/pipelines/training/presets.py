@@ -1,6 +1,6 @@
 """Named training presets (EDM2 style: one entry per protocol), as nested overrides of ``TrainConfig``.
 
-``dit-xl2-imagenet-published`` is the recipe of the DoG forks / DogFit (RESEARCH.md section 2);
+``dit-xl2-imagenet-published`` is the recipe of the DoG forks / DogFit (docs/protocols.md section 3);
 ``sit-xl2-imagenet-published`` is the same recipe on SiT-XL/2 (flow matching, as the follow-up
 work re-ran it). The others are ours: LoRA variants of both, and small presets that run on a CPU
 (``cpu-tiny``, ``cpu-tiny-flow``; ``animal-source`` / ``animal-target`` for the embedded demo).
@@ -15,7 +15,7 @@ _EPS_SOURCE = str(Path(__file__).resolve().parents[2] / "assets" / "animal-sourc
 
 # Named presets (EDM2 style: one entry per protocol). Values are nested overrides of TrainConfig.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The recipe of the forks / DogFit (RESEARCH.md section 2): full fine-tune of DiT-XL/2-256 from ImageNet.
+    # The recipe of the forks / DogFit (docs/protocols.md): full fine-tune of DiT-XL/2-256 from ImageNet.
     # The base checkpoint and the target folder are the user's: --set base=DiT-XL-2-256x256.pt data.dataset=DIR
     "dit-xl2-imagenet-published": dict(
         init="base", mode="full", base_which="ema", vae="stabilityai/sd-vae-ft-ema", label_dropout=0.1,
@@ -23,7 +23,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         grad_clip=None, precision="fp32", tf32=True, log_every=100, ckpt_every=1000, keep_last=3,
         sample_every=2000, data=dict(resolution=256, channels=3, random_flip=True, latent_cache=True),
         grid=dict(num=8, sampler="ddpm", steps=50, scale=1.5), out="runs/dit-xl2-finetune"),
-    # DogFit (AAAI 2026, RESEARCH.md section 2): the same recipe, the DoG offset at w = 1.5 in the target from
+    # DogFit (AAAI 2026, docs/protocols.md): the same recipe, the DoG offset at w = 1.5 in the target from
     # step 12,000 of 24,000, no label dropout; sampled unguided (one network evaluation per step).
     "dit-xl2-imagenet-dogfit": dict(
         init="base", mode="full", base_which="ema", vae="stabilityai/sd-vae-ft-ema", label_dropout=0.0,
