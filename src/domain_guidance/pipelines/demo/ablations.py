@@ -14,7 +14,7 @@ import dataclasses
 import math
 from functools import reduce
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +29,8 @@ from .blend import BlendedUncond
 from .config import DemoConfig
 from .heatmap import metric_lines
 from .run import finetune, score_floors
+from .study_config import StudyConfig
 from .workbench import Workbench, seeds_of, set_tag
-
-if TYPE_CHECKING:
-    from .study import StudyConfig
 
 
 def _base_finetune(wb: Workbench, cfg: DemoConfig) -> dict[str, Any]:
@@ -49,7 +47,7 @@ def _compare_rows(summary: list[dict[str, Any]], a: dict[str, Any] | None, b: di
     return [{**key, "a": a["method"], "b": b["method"], **c} for c in cells if c is not None]
 
 
-def steps_ablation(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) -> dict[str, Any]:
+def steps_ablation(wb: Workbench, study: StudyConfig, cfg: DemoConfig) -> dict[str, Any]:
     """CFG and DoG at ``study.ablation_w`` for each of ``study.sampling_steps``, every seed replicate, scored
     with the real floor at the same N; DoG vs CFG per step count with the resolved rule."""
     out = Path(cfg.out)
@@ -92,7 +90,7 @@ def _steps_of(row: dict[str, Any]) -> float | None:
     return float(ft[len("steps"):]) if ft.startswith("steps") else None
 
 
-def uncond_guide_checkpoints(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) -> dict[int, str]:
+def uncond_guide_checkpoints(wb: Workbench, study: StudyConfig, cfg: DemoConfig) -> dict[int, str]:
     """Fine-tune the source on the target with label dropout 1 (the null label only) for max(steps), keeping a
     checkpoint at each of ``study.uncond_guide_steps``; {step: checkpoint}. Resumable."""
     wanted = sorted(study.uncond_guide_steps)
@@ -110,7 +108,7 @@ def uncond_guide_checkpoints(wb: Workbench, study: "StudyConfig", cfg: DemoConfi
     return {s: str(found[s]) for s in wanted}
 
 
-def uncond_guide_ablation(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) -> dict[str, Any]:
+def uncond_guide_ablation(wb: Workbench, study: StudyConfig, cfg: DemoConfig) -> dict[str, Any]:
     """CFG, DoG (pre-trained guide) and DoG with the separately fine-tuned unconditional guide at each of its
     checkpoints, at ``study.ablation_w``; each guide checkpoint compared with DoG and with CFG."""
     out = Path(cfg.out)
@@ -162,7 +160,7 @@ def _guide_steps_of(row: dict[str, Any]) -> float | None:
 
 
 @torch.no_grad()
-def nine_grid(wb: Workbench, study: "StudyConfig", cfg: DemoConfig) -> dict[str, Any]:
+def nine_grid(wb: Workbench, study: StudyConfig, cfg: DemoConfig) -> dict[str, Any]:
     """The qualitative grid: columns CFG | blend | DoG, rows ``study.grid_w``, ``study.grid_images`` images per
     panel from the same seeds (0..n-1) and class-balanced labels. Saves ``nine-grid.png`` and ``nine-grid.npz``
     (``images``: uint8 (rows, 3, n, H, W, C), ``w``, ``columns``, ``seeds``, ``labels``)."""

@@ -16,9 +16,11 @@ from typing import Any
 from ...io.atomic import write_json
 from ..generate import GenerationSettings, balanced_labels, load_models
 from . import analysis
+from .ablations import nine_grid, steps_ablation, uncond_guide_ablation
 from .config import DemoConfig
 from .run import assemble, finetune, score_floors, settings_grid
 from .study_config import ABLATIONS, StudyConfig, study_base
+from .study_report import write_study_report
 from .workbench import Workbench, seeds_of, set_tag
 
 FT = "ld0.1"  # the study's fine-tunes: label dropout 0.1, as the demo's
@@ -80,9 +82,6 @@ def map_entries(cells: list[dict[str, Any]], ws: list[float], metrics: list[str]
 
 def run_study(study: StudyConfig) -> dict[str, Any]:
     """Run the map and the named ablations; writes ``study.json`` and ``report.md`` to ``study.base.out``."""
-    from .ablations import nine_grid, steps_ablation, uncond_guide_ablation
-    from .study_report import write_study_report
-
     study.validate()
     t0 = time.perf_counter()
     out = Path(study.base.out)
