@@ -10,14 +10,22 @@ dgm-eval's other mode (PIL bicubic per channel in float, clip to [0, 255], no ui
 
 The feature is the CLS token of the final layer-normed hidden states (``pooler_output``, the
 same as the hub model's ``x_norm_clstoken``), 1024-d for ViT-L.
+
+Position embeddings: dgm-eval loads the torch.hub DINOv2, which resizes its 37 x 37 grid of position
+embeddings to the 16 x 16 patch grid of a 224 px input with ``scale_factor = (16 + 0.1) / 37``
+(bicubic, no antialias); transformers' ``Dinov2Model`` resizes to ``size = (16, 16)``, a different
+resampling (about 5% relative RMS apart on the embeddings). ``hub_pos_encoding`` is the hub's rule,
+and every extractor built here uses it (docs/protocols.md).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from domain_guidance.pipelines.metrics.extractor import module_sha256
@@ -26,6 +34,39 @@ DEFAULT_MODEL = "facebook/dinov2-large"
 INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATE_OFFSET = 0.1  # the torch.hub DINOv2's interpolate_offset (its interpolate_antialias is False)
+POS_ENCODING = "torch.hub rule: bicubic, scale_factor (grid + 0.1) / 37, no antialias"
+
+
+def hub_pos_encoding(pos_embed: torch.Tensor, height: int, width: int, patch: tuple[int, int]) -> torch.Tensor:
+    """(1, 1 + M*M, D) position embeddings -> (1, 1 + gh*gw, D) for a ``height`` x ``width`` input, as the
+    torch.hub DINOv2 computes them (gh = height // patch[0]; scale factors (gh + 0.1) / M, (gw + 0.1) / M)."""
+    n = pos_embed.shape[1] - 1
+    m = int(math.sqrt(n))
+    if m * m != n:
+        raise ValueError(f"DINOv2 position embeddings: {n} patch positions is not a square grid")
+    gh, gw = height // patch[0], width // patch[1]
+    if gh * gw == n and height == width:
+        return pos_embed
+    pos = pos_embed.float()
+    grid = pos[:, 1:].reshape(1, m, m, -1).permute(0, 3, 1, 2)  # (1, D, M, M)
+    grid = F.interpolate(grid, scale_factor=((gh + INTERPOLATE_OFFSET) / m, (gw + INTERPOLATE_OFFSET) / m),
+                         mode="bicubic", antialias=False)  # (1, D, gh, gw)
+    if tuple(grid.shape[-2:]) != (gh, gw):
+        raise ValueError(f"DINOv2 position embeddings: resized to {tuple(grid.shape[-2:])}, expected {(gh, gw)}")
+    patches = grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)  # (1, gh*gw, D)
+    return torch.cat([pos[:, :1], patches], dim=1).to(pos_embed.dtype)
+
+
+def use_hub_pos_encoding(net: Any) -> None:
+    """Make a transformers ``Dinov2Model`` interpolate its position embeddings by the hub rule."""
+    emb = net.embeddings
+    patch = tuple(emb.patch_embeddings.patch_size)
+
+    def interpolate(embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return hub_pos_encoding(emb.position_embeddings, height, width, patch).to(embeddings.dtype)
+
+    emb.interpolate_pos_encoding = interpolate  # the instance attribute wins over the class method
 
 
 def _resize_one(img: np.ndarray, clean: bool) -> np.ndarray:
@@ -60,7 +101,7 @@ def preprocess(images: torch.Tensor, clean_resize: bool = False) -> torch.Tensor
 class Dinov2Extractor:
     """DINOv2 CLS features from a local directory or a hub id (``facebook/dinov2-large``)."""
 
-    name = "dinov2-cls"
+    name = "dinov2-cls-hubpos"  # renamed with the hub position rule: statistics cached before are recomputed
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
                  clean_resize: bool = False) -> None:
@@ -77,6 +118,7 @@ class Dinov2Extractor:
                 "save_pretrained (config.json + weights) or a hub id reachable from this machine "
                 f"(default {DEFAULT_MODEL}). Cause: {e}"
             ) from e
+        use_hub_pos_encoding(net)
         self.model = net.eval().requires_grad_(False).to(self.device)
         self.feature_dim = int(net.config.hidden_size)
         self.weights_sha256 = module_sha256(self.model)
@@ -87,7 +129,7 @@ class Dinov2Extractor:
         return {"extractor": self.name, "weights_sha256": self.weights_sha256,
                 "resize": f"{resize} 224x224",
                 "preprocess": f"RGB; {resize} to 224x224; /255; ImageNet mean/std (dgm-eval)",
-                "feature_dim": self.feature_dim}
+                "feature_dim": self.feature_dim, "pos_encoding": POS_ENCODING}
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ...io.atomic import write_json
 from ..metrics import compute_stats, frechet_distance, load_stats, open_images, save_stats
+from ..metrics.dinov2 import POS_ENCODING as DINOV2_POS
 from .config import ReproduceConfig
 from .protocols import (DESCRIPTIONS, CleanResized, folder_fingerprint, list_images, real_images, sample_images,
                         subsample)
@@ -71,7 +72,7 @@ def score_samples(cfg: ReproduceConfig, out: Path, reference: Path, sample_dirs:
     fingerprint = folder_fingerprint(files, reference)
     n_reference = len(files)
     weights = {"inception_weights": cfg.inception_weights, "dinov2_model": cfg.dinov2_model,
-               "custom_extractors": sorted(extractors or {})}
+               "dinov2_pos_encoding": DINOV2_POS, "custom_extractors": sorted(extractors or {})}
     records = []
     for protocol in cfg.eval_protocols:
         for method, folder in sample_dirs.items():
