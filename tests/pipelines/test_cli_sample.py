@@ -13,7 +13,9 @@ from tests.core.helpers import tiny_dit
 
 
 def _run(checkpoints, out, *extra):
-    return main(["sample", "--model", str(checkpoints / "ft"), "--guide", str(checkpoints / "pre"),
+    method = extra[extra.index("--method") + 1] if "--method" in extra else "dog"
+    guide = ["--guide", str(checkpoints / "pre")] if method == "dog" else []  # --guide is DoG's only
+    return main(["sample", "--model", str(checkpoints / "ft"), *guide,
                  "--seeds", "0-5", "--steps", "4", "--shard-size", "2", "--out", str(out), "--no-progress", *extra])
 
 

@@ -5,7 +5,9 @@ from domain_guidance.cli import main
 
 
 def _sample(checkpoints, out, *extra):
-    return main(["sample", "--model", str(checkpoints / "ft"), "--guide", str(checkpoints / "pre"),
+    method = extra[extra.index("--method") + 1] if "--method" in extra else "dog"
+    guide = ["--guide", str(checkpoints / "pre")] if method == "dog" else []  # --guide is DoG's only
+    return main(["sample", "--model", str(checkpoints / "ft"), *guide,
                  "--seeds", "0-3", "--steps", "4", "--out", str(out), "--no-progress", *extra])
 
 

@@ -46,7 +46,9 @@ def raw_sit(tmp_path_factory) -> Path:
 
 
 def _cli(raw_sit: Path, vae: Path, out: Path, *extra: str) -> int:
-    return main(["sample", "--model", str(raw_sit / "ft.pt"), "--guide", str(raw_sit / "base.pt"), "--vae", str(vae),
+    method = extra[extra.index("--method") + 1] if "--method" in extra else "dog"
+    guide = ["--guide", str(raw_sit / "base.pt")] if method == "dog" else []  # --guide is DoG's only
+    return main(["sample", "--model", str(raw_sit / "ft.pt"), *guide, "--vae", str(vae),
                  "--seeds", "0-5", "--steps", "4", "--batch-size", "6", "--out", str(out), "--no-progress",
                  "--device", "cpu", *extra])
 

@@ -18,7 +18,9 @@ STEPS = 8  # ddpm respaced to 8 steps: timesteps 999, 856, 714, 571, 428, 285, 1
 
 
 def _run(checkpoints, out, *extra):
-    return main(["sample", "--model", str(checkpoints / "ft"), "--guide", str(checkpoints / "pre"), "--seeds", "0-3",
+    method = extra[extra.index("--method") + 1] if "--method" in extra else "dog"
+    guide = ["--guide", str(checkpoints / "pre")] if method == "dog" else []  # --guide is DoG's only
+    return main(["sample", "--model", str(checkpoints / "ft"), *guide, "--seeds", "0-3",
                  "--steps", str(STEPS), "--out", str(out), "--no-progress", "--device", "cpu", *extra])
 
 

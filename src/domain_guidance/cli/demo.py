@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..pipelines.demo.config import DemoConfig, flow, full, quick
+from ..pipelines.demo.config import FLOW_PRETRAIN_STEPS, DemoConfig, flow, full, quick
 from .demo_study import add_study_arguments, study_config_from_args, wants_study
 
 _Q = quick()
@@ -59,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--pretrain", action="store_true",
                      help=f"pre-train the source model here instead ({_Q.source_preset} preset into OUT/source, "
                           "resumed if already started; hours on a CPU)")
-    p.add_argument("--pretrain-steps", type=int, default=_Q.pretrain_steps,
-                   help="steps of the --pretrain pre-training")
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help=f"steps of the --pretrain pre-training [default: {_Q.pretrain_steps}; --flow: "
+                        f"{FLOW_PRETRAIN_STEPS}]")
     p.add_argument("--finetune-steps", type=int, default=None, help=f"[default: {_Q.finetune_steps}]")
     p.add_argument("--finetune-lr", type=float, default=None,
                    help=f"fine-tune learning rate [default: {_Q.finetune_lr:g}; the search behind it: "
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fid", action="store_true", help="skip Inception FID (classifier metrics only)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_study_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, default_of=p.get_default)  # default_of: which options the command line gave
 
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
@@ -94,8 +95,9 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         cfg = flow(cfg)
     if args.source is not None:
         cfg.source = args.source
-    cfg.pretrain, cfg.pretrain_steps = args.pretrain, args.pretrain_steps
-    for name in ("out", "finetune_steps", "finetune_lr", "images_per_class", "samples", "w", "seeds", "steps", "sampler",
+    cfg.pretrain = args.pretrain
+    for name in ("out", "pretrain_steps",
+                 "finetune_steps", "finetune_lr", "images_per_class", "samples", "w", "seeds", "steps", "sampler",
                  "reference_images", "dog_interval"):
         value = getattr(args, name)
         if value is not None:
@@ -108,10 +110,21 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     return cfg.validate()
 
 
+def refuse_inapplicable_demo(args: argparse.Namespace) -> None:
+    """Refuse a mode's option without its mode (--grid-w without --ablation nine-grid...), before any work."""
+    from ..pipelines.applicability import DEMO_RULES, Context
+    from .sample import refuse_inapplicable
+
+    ablations = frozenset(a for group in args.ablation or [] for a in group)
+    refuse_inapplicable(args, Context(study=bool(args.study), ablations=ablations, pretrain=bool(args.pretrain)),
+                        DEMO_RULES)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..pipelines.demo.run import ensure_source, run_demo
     from . import check_out_dir
 
+    refuse_inapplicable_demo(args)
     cfg = config_from_args(args)
     if wants_study(args):  # --study / --ablation: the map and the ablations (study_config_from_args)
         from ..pipelines.demo.study import run_study

@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="output directory (a rerun resumes and keeps earlier rows)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace samples and rows in --out made with other settings (default: refuse)")
-    s.set_defaults(func=run_sweep)
+    s.set_defaults(func=run_sweep, default_of=s.get_default)  # default_of: which options the command line gave
 
 
 def _samples_path(samples: str) -> tuple[Path, dict | None, Path]:
@@ -135,8 +135,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     from ..io.distributed import init_distributed, shutdown
     from ..pipelines.generate import parse_seeds
     from ..pipelines.sweep import SweepConfig
+    from ..pipelines.applicability import SAMPLING_RULES, Context
     from ..pipelines.sweep import run_sweep as sweep
+    from .sample import as_option, refuse_inapplicable
 
+    methods = frozenset(m.strip() for m in args.methods.split(","))
+    refuse_inapplicable(args, Context(sampler=args.sampler, methods=methods), SAMPLING_RULES)  # e.g. --guide, no dog
     cfg = SweepConfig(model=args.model, guide=args.guide, autoguide=args.autoguide, reference=args.reference,
                       methods=args.methods.split(","), scales=[float(w) for w in args.scales.split(",")],
                       metrics=args.metrics.split(","), seeds=parse_seeds(args.seeds), sampler=args.sampler,
@@ -149,6 +153,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             resolve_precision(args.precision, dist.device)  # tf32 on a CPU: refused before any model is loaded
         except ValueError as e:
             raise ValueError(f"--{e}") from None
+        as_option(cfg.check_before_work)  # a bad --steps or a missing --reference: before any model loads
         rows = sweep(cfg, args.out, dist, overwrite=args.overwrite)
     finally:
         shutdown(dist)

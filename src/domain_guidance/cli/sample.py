@@ -40,12 +40,18 @@ def interval(text: str) -> tuple[float, float]:
 
 
 def key_value(text: str) -> tuple[str, object]:
-    """argparse type for --sampler-option: KEY=VALUE, the value parsed as YAML (0.04, true, null, sigma)."""
+    """argparse type for --sampler-option: KEY=VALUE; the value is a number if it reads as one (1e-5, 4e-2, 3), else
+    YAML (true, null, sigma): YAML 1.1 alone reads 1e-5 (no dot) as a string."""
     import yaml
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip().isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. diffusion_form=sigma), got {text!r}")
+    for number in (int, float):
+        try:
+            return key.strip(), number(value.strip())
+        except ValueError:
+            pass
     try:
         return key.strip(), yaml.safe_load(value)
     except yaml.YAMLError:
@@ -59,8 +65,22 @@ def as_option(fn: Callable[[], Any]) -> Any:
     except ValueError as e:
         field, sep, rest = str(e).partition(": ")
         if sep and field.isidentifier():
-            raise ValueError(f"--{field.replace('_', '-')}: {rest}") from None
+            flag = "sampler-option" if field == "options" else field.replace("_", "-")
+            raise ValueError(f"--{flag}: {rest}") from None
         raise
+
+
+def given_options(args: argparse.Namespace, names: list[str]) -> list[str]:
+    """The options among ``names`` that the command line set (a value other than the parser's default)."""
+    default_of = getattr(args, "default_of", lambda name: None)
+    return [n for n in names if hasattr(args, n) and getattr(args, n) not in (None, [], default_of(n))]
+
+
+def refuse_inapplicable(args: argparse.Namespace, context: Any, rules: Any) -> None:
+    """Refuse every given option that ``rules`` (pipelines.applicability) declare ignored in ``context``."""
+    from ..pipelines.applicability import check_applicable
+
+    check_applicable(given_options(args, [r.option for r in rules]), context, rules)
 
 
 def check_predictions(args: argparse.Namespace, prediction: str, guide_prediction: str | None) -> None:
@@ -142,7 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace samples in --out that were made with other settings (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, default_of=p.get_default)  # default_of: which options the command line gave
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines.generate import GenerationSettings, generate, load_models, parse_labels
     from . import check_out_dir
 
+    from ..pipelines.applicability import SAMPLING_RULES, Context
+
     check_out_dir(args.out)
+    # an option the run would ignore (--guide with cfg, --clip-denoised with a flow sampler...) is refused first
+    refuse_inapplicable(args, Context(sampler=args.sampler, methods=frozenset({args.method})), SAMPLING_RULES)
     clip = {"auto": None, "yes": True, "no": False}[args.clip_denoised]
     # the settings are checked before any model is loaded: a typo costs nothing
     probe = as_option(lambda: GenerationSettings(

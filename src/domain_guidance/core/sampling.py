@@ -6,71 +6,27 @@
 also says what it predicts (``prediction``, ``learn_sigma``); it is called at ORIGINAL diffusion
 timesteps. ``noise`` is x_T; ``step_noise`` supplies the fresh noise of stochastic steps
 (per-sample generators make sample i depend only on its seed). A sampler refuses a prediction
-type it does not integrate. A new sampler is one decorated function.
+type it does not integrate. A new sampler is one decorated function (``sampler_registry.register_sampler``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from .diffusion import GaussianDiffusion, create_diffusion
 from .diffusion.respace import space_timesteps
+from .flow import samplers as _flow_samplers  # noqa: F401  registers ode-euler, ode-heun, ode-dopri5, sde-euler
+from .sampler_registry import (SAMPLERS, PredictingDenoiser, SamplerSpec, StepCallback, check_prediction,
+                               get_sampler, register_sampler)
 from .seeds import PerSampleNoise
 
+__all__ = ["SAMPLERS", "NUM_TIMESTEPS", "PredictingDenoiser", "SamplerSpec", "StepCallback", "check_prediction",
+           "get_sampler", "register_sampler", "respacing", "sample", "sample_from_seeds"]
+
 DenoiserFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-StepCallback = Callable[[dict[str, Any]], None]
 NUM_TIMESTEPS = 1000  # DiT / ADM training chain
-
-
-class PredictingDenoiser(Protocol):
-    """What a sampler needs: the call, and what the network's output means."""
-
-    prediction: str  # "eps" (DiT) or "velocity" (SiT)
-    learn_sigma: bool  # eps output followed by as many variance channels
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """A registered sampler: its loop, the predictions it integrates and the network times it visits."""
-
-    name: str
-    fn: Callable[..., torch.Tensor]
-    predictions: tuple[str, ...]
-    timesteps: Callable[[str | int], list[int]]  # steps spec -> original timesteps evaluated (descending)
-    time_range: tuple[float, float]  # network time units, inclusive
-    help: str
-
-
-SAMPLERS: dict[str, SamplerSpec] = {}
-
-
-def register_sampler(name: str, *, predictions: tuple[str, ...], timesteps: Callable[[str | int], list[int]],
-                     time_range: tuple[float, float], help: str) -> Callable:
-    """Decorator adding a sampler loop to ``SAMPLERS``."""
-    def add(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        SAMPLERS[name] = SamplerSpec(name, fn, predictions, timesteps, time_range, help)
-        return fn
-    return add
-
-
-def get_sampler(name: str) -> SamplerSpec:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
-    return SAMPLERS[name]
-
-
-def check_prediction(spec: SamplerSpec, denoiser: Any) -> None:
-    """Refuse a denoiser whose prediction type the sampler does not integrate."""
-    prediction = getattr(denoiser, "prediction", None)
-    if prediction not in spec.predictions:
-        fitting = sorted(name for name, other in SAMPLERS.items() if prediction in other.predictions)
-        raise ValueError(f"sampler {spec.name!r} integrates {'/'.join(spec.predictions)} predictions, but the model "
-                         f"predicts {prediction!r}; samplers for {prediction!r} models: {fitting}")
 
 
 # ---- ADM (DDPM / DDIM) -------------------------------------------------------------------------
@@ -83,8 +39,8 @@ def respacing(sampler: str, steps: int | str) -> str:
     return steps
 
 
-def _adm_timesteps(sampler: str) -> Callable[[str | int], list[int]]:
-    def timesteps(steps: str | int) -> list[int]:
+def _adm_timesteps(sampler: str) -> Callable[..., list[int]]:
+    def timesteps(steps: str | int, **options: Any) -> list[int]:
         kept = sorted(space_timesteps(NUM_TIMESTEPS, respacing(sampler, steps)), reverse=True)
         if len(kept) < 2:
             raise ValueError(f"steps {steps!r} gives {len(kept)} sampling step; {sampler} needs at least 2")
@@ -167,5 +123,3 @@ def sample_from_seeds(denoiser: PredictingDenoiser, seeds: list[int], labels: to
     noise = noise_source.randn(shape)  # (N, *shape)
     return sample(denoiser, noise, labels.to(device), step_noise=noise_source, **kwargs)
 
-
-from .flow import samplers as _flow_samplers  # noqa: E402,F401  registers ode-euler, ode-heun, ode-dopri5, sde-euler

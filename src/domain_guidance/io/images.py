@@ -13,7 +13,11 @@ from .atomic import atomic_path
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1], (N, C, H, W) float -> (N, C, H, W) uint8 (DiT's rounding)."""
+    """Images in [-1, 1], (N, C, H, W) float -> (N, C, H, W) uint8 (DiT's rounding); NaN or inf is refused (a cast
+    would turn it into a black pixel)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"images hold {int((~torch.isfinite(x)).sum())} non-finite values (NaN or inf); expected "
+                         "finite pixel values in [-1, 1]")
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 

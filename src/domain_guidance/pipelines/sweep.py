@@ -51,6 +51,19 @@ class SweepConfig(ConfigMixin):
             raise ValueError(f"precision: expected auto or one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        from .metrics import METRICS
+
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown or not self.metrics:
+            raise ValueError(f"metrics: unknown or none {unknown}; choose from {sorted(METRICS)}")
+
+    def check_before_work(self) -> list[GenerationSettings]:
+        """Every run's settings, checked (and the reference found) before any model loads or anything is written."""
+        if not Path(self.reference).expanduser().exists():
+            raise FileNotFoundError(f"reference {self.reference} does not exist; expected reference images (a folder "
+                                    "or .npz) or a statistics .npz")
+        return [GenerationSettings(method=method, scale=w, sampler=self.sampler, steps=self.steps, seeds=self.seeds,
+                                   precision=self.precision) for method, w in _runs(self)]
 
 
 def _runs(cfg: SweepConfig) -> list[tuple[str, float]]:
@@ -100,6 +113,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, dist: DistInfo = DistInfo(), pr
     in ``out/reference-stats``.
     """
     out = Path(out)
+    cfg.check_before_work()
     previous = _previous_rows(out, cfg, overwrite) if dist.is_main else []
     models = load_models(cfg.model, cfg.guide, vae=cfg.vae, device=dist.device, prediction=cfg.prediction,
                          autoguide=cfg.autoguide)

@@ -1,4 +1,4 @@
-"""SiT's samplers for velocity (flow-matching) models, registered in ``core.sampling.SAMPLERS``.
+"""SiT's samplers for velocity (flow-matching) models, registered in ``core.sampler_registry.SAMPLERS``.
 
 The denoiser is called at SiT time t in [0, 1] (t = 0 noise, t = 1 data), so a guidance
 interval is given in SiT time too. Outputs beyond the first C channels (the unused learned-sigma
@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..sampling import PredictingDenoiser, StepCallback, register_sampler
+from ..sampler_registry import PredictingDenoiser, StepCallback, register_sampler
 from ..seeds import PerSampleNoise
 from .path import DIFFUSION_FORMS, diffusion_coefficient, sde_drift, velocity_to_data
 
@@ -70,8 +70,8 @@ def _report(callback: StepCallback | None, i: int, t: float, x: torch.Tensor, v:
 
 # ---- ODE ---------------------------------------------------------------------------------------
 
-def _ode_timesteps(name: str, evaluated_last: bool) -> Callable[[str | int], list[float]]:
-    def timesteps(steps: str | int) -> list[float]:
+def _ode_timesteps(name: str, evaluated_last: bool) -> Callable[..., list[float]]:
+    def timesteps(steps: str | int, **options: object) -> list[float]:
         grid = _grid(0.0, 1.0, parse_steps(steps, name, 1) + 1)
         return _descending(grid if evaluated_last else grid[:-1])
     return timesteps
@@ -111,8 +111,16 @@ def ode_heun(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Te
     return _finish(x, clip_denoised)
 
 
+def _check_tolerances(options: dict) -> None:
+    for name in ("atol", "rtol"):
+        tol = options[name]
+        if not (math.isfinite(tol) and tol > 0):
+            raise ValueError(f"{name}: expected a tolerance > 0, got {tol} (e.g. 1e-5)")
+
+
 @register_sampler("ode-dopri5", predictions=FLOW, timesteps=_ode_timesteps("ode-dopri5", True), time_range=(0.0, 1.0),
-                  help="flow ODE, adaptive Dormand-Prince (SiT's default; needs torchdiffeq)")
+                  help="flow ODE, adaptive Dormand-Prince (SiT's default; needs torchdiffeq)",
+                  check_options=_check_tolerances)
 def ode_dopri5(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Tensor, *, steps: int | str = 50,
                step_noise: PerSampleNoise | None = None, callback: StepCallback | None = None, atol: float = 1e-6,
                rtol: float = 1e-3, clip_denoised: bool = False, progress: bool = False) -> torch.Tensor:
@@ -122,9 +130,7 @@ def ode_dopri5(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.
     except ImportError:
         raise ImportError("sampler 'ode-dopri5' needs torchdiffeq (pip install torchdiffeq); "
                           "or use 'ode-heun' / 'ode-euler'") from None
-    for name, tol in (("atol", atol), ("rtol", rtol)):
-        if not (math.isfinite(tol) and tol > 0):
-            raise ValueError(f"{name}: expected a tolerance > 0, got {tol}")
+    _check_tolerances({"atol": atol, "rtol": rtol})
     grid = torch.tensor(_grid(0.0, 1.0, parse_steps(steps, "ode-dopri5", 1) + 1), dtype=noise.dtype,
                         device=noise.device)
     calls = [0]
@@ -164,19 +170,32 @@ def sde_interval(diffusion_form: str, last_step: str | None, last_step_size: flo
     return t0, 1.0 - last_step_size, last
 
 
-def _sde_timesteps(steps: str | int) -> list[float]:
-    t0, t1, _ = sde_interval("sigma", "Mean", 0.04, 1e-3)
-    return _descending(_grid(t0, t1, parse_steps(steps, "sde-euler", 2)))
+def _sde_timesteps(steps: str | int, diffusion_form: str = "sigma", last_step: str | None = "Mean",
+                   last_step_size: float = 0.04, sample_eps: float = 1e-3, **options: object) -> list[float]:
+    """The times sde-euler evaluates with these options: its grid, whose end t1 only the last step visits."""
+    t0, t1, last = sde_interval(diffusion_form, last_step, last_step_size, sample_eps)
+    grid = _grid(t0, t1, parse_steps(steps, "sde-euler", 2))
+    return _descending(grid if last is not None else grid[:-1])
+
+
+def _check_sde(options: dict) -> None:
+    sde_interval(options["diffusion_form"], options["last_step"], options["last_step_size"], options["sample_eps"])
+    if not options["diffusion_norm"] >= 0:  # w(t) is a variance rate: a negative one gives sqrt(<0) = NaN
+        raise ValueError(f"diffusion_norm: expected a number >= 0, got {options['diffusion_norm']} "
+                         "(the SDE's diffusion scale; 0 is the probability-flow ODE)")
 
 
 @register_sampler("sde-euler", predictions=FLOW, timesteps=_sde_timesteps, time_range=(0.0, 1.0),
-                  help="flow SDE, Euler-Maruyama with SiT's diffusion forms and last step (steps = evaluations)")
+                  help="flow SDE, Euler-Maruyama with SiT's diffusion forms and last step (steps = evaluations)",
+                  check_options=_check_sde)
 def sde_euler(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Tensor, *, steps: int | str = 250,
               step_noise: PerSampleNoise | None = None, callback: StepCallback | None = None,
               diffusion_form: str = "sigma", diffusion_norm: float = 1.0, last_step: str | None = "Mean",
               last_step_size: float = 0.04, sample_eps: float = 1e-3, clip_denoised: bool = False,
               progress: bool = False) -> torch.Tensor:
     """Euler-Maruyama over ``steps - 1`` steps, then SiT's ``last_step`` (Mean | Tweedie | Euler | None)."""
+    _check_sde({"diffusion_form": diffusion_form, "diffusion_norm": diffusion_norm, "last_step": last_step,
+                "last_step_size": last_step_size, "sample_eps": sample_eps})
     t0, t1, last = sde_interval(diffusion_form, last_step, last_step_size, sample_eps)
     ts = _grid(t0, t1, parse_steps(steps, "sde-euler", 2))
     dt = ts[1] - ts[0]

@@ -91,6 +91,12 @@ class DemoConfig(ConfigMixin):
             raise ValueError(f"sampler {self.sampler!r} does not integrate {self.prediction!r} models; "
                              + ("the flow variant takes ode-euler, ode-heun, ode-dopri5 or sde-euler" if flow
                                 else "the eps demo takes ddim or ddpm"))
+        times = get_sampler(self.sampler).timesteps(str(self.steps))  # the grid DoG's interval is checked against
+        if self.dog_interval is not None and not any(self.dog_interval[0] <= t <= self.dog_interval[1]
+                                                     for t in times):
+            raise ValueError(f"dog_interval: no step of {self.sampler} with {self.steps} steps falls in "
+                             f"[{self.dog_interval[0]:g}, {self.dog_interval[1]:g}] ({unit}), so the interval row "
+                             f"would be unguided; the steps visit {min(times):g}..{max(times):g}")
         if self.finetune_lr is not None and not self.finetune_lr > 0:
             raise ValueError(f"finetune_lr must be > 0 or None, got {self.finetune_lr}")
         if self.kid_subsets < 1:

@@ -99,6 +99,9 @@ def build_denoiser(settings: GenerationSettings, models: Models) -> GuidedDenois
                       f"step); --method {settings.method} guides it a second time, on top", UserWarning, stacklevel=2)
     guide = {"dog": models.guide, "autoguidance": models.autoguide}.get(settings.method)
     finetuned = models.finetuned
+    if settings.channels is not None and not 1 <= settings.channels <= finetuned.data_channels:
+        raise ValueError(f"channels: {settings.channels} guided channels asked for, but the model has "
+                         f"{finetuned.data_channels}; expected 1..{finetuned.data_channels}")
     w = models.sampling_w(settings.model_w)
     if w is not None:  # a single-pass model with w as input: one evaluation per step at the chosen w
         finetuned = dataclasses.replace(finetuned, net=FixedW(finetuned.net, w))
@@ -131,9 +134,22 @@ def sample_images(settings: GenerationSettings, models: Models, denoiser: Guided
     x = sample_from_seeds(denoiser, s.seeds, labels, models.shape, device=device, sampler=s.sampler, steps=s.steps,
                           clip_denoised=s.clip_denoised, **({"eta": s.eta} if s.sampler == "ddim" else {}),
                           **s.options)
+    check_finite(x, s, "sampling")
     if decode and models.decode is not None:
-        return models.decode(x)
+        return check_finite(models.decode(x), s, "decoding")
     return x.clamp(-1, 1) if decode else x
+
+
+def check_finite(x: torch.Tensor, settings: GenerationSettings, stage: str) -> torch.Tensor:
+    """``x`` (N, ...) unchanged; a sample holding NaN or inf stops the run (it would become a black image)."""
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)  # (N,)
+    if bool(bad.any()):
+        seeds = [s for s, b in zip(settings.seeds, bad.tolist()) if b]
+        raise ValueError(f"{stage} gave non-finite values (NaN or inf) for {len(seeds)} of {len(x)} samples (seeds "
+                         f"{seeds[:5]}{'...' if len(seeds) > 5 else ''}) with sampler {settings.sampler} "
+                         f"{settings.options or ''}, method {settings.method}, w {settings.scale:g}, precision "
+                         f"{settings.precision}: the sampler diverged; nothing of this batch was written")
+    return x
 
 
 def evaluations_per_image(denoiser: GuidedDenoiser, n_images: int) -> dict[str, float] | None:

@@ -15,8 +15,10 @@ from typing import Any
 
 from ...core.guidance import METHODS
 from ...core.precision import PRECISIONS, resolve_precision
+from ...core.sampler_registry import COMMON_KEYWORDS
 from ...core.sampling import get_sampler
 from ...io.config_files import ConfigMixin
+from ..applicability import SAMPLER_OPTION_RULES, SAMPLING_RULES, Context, check_applicable
 
 MAX_SAMPLES = 10_000_000  # a seed list longer than this is a typo (ADM protocols use 50,000)
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed range
@@ -48,8 +50,11 @@ class GenerationSettings(ConfigMixin):
         except ValueError as e:
             raise ValueError(f"sampler: {e}") from None
         self.steps = str(self.steps).strip()
-        try:
-            timesteps = spec.timesteps(self.steps)  # raises on a bad spec or fewer than 2 steps
+        self.options = dict(self.options)
+        spec.check(self.options)  # unknown options, wrong types and values the loop cannot use
+        check_applicable(self.options, Context(sampler=self.sampler, options=self.options), SAMPLER_OPTION_RULES)
+        try:  # the times this sampler visits with these options: an interval is checked against them
+            timesteps = spec.timesteps(self.steps, **self.options)  # raises on a bad spec or fewer than 2 steps
         except ValueError as e:
             raise ValueError(f"steps: {e}") from None
         self.scale = float(self.scale)
@@ -58,19 +63,9 @@ class GenerationSettings(ConfigMixin):
         self.eta = float(self.eta)
         if not math.isfinite(self.eta) or self.eta < 0:
             raise ValueError(f"eta: expected a finite number >= 0, got {self.eta}")
-        if self.eta != 0 and self.sampler != "ddim":
-            raise ValueError(f"eta: applies to the ddim sampler only, got eta={self.eta:g} with {self.sampler!r}")
-        self.options = dict(self.options)
+        check_applicable(["eta"] if self.eta != 0 else [], Context(sampler=self.sampler), SAMPLING_RULES)
         if self.precision != "auto" and self.precision not in PRECISIONS:
             raise ValueError(f"precision: unknown {self.precision!r}; expected auto or one of {', '.join(PRECISIONS)}")
-        allowed = sampler_options(spec.fn)
-        unknown = sorted(set(self.options) - set(allowed))
-        if unknown:
-            raise ValueError(f"options: {unknown} are not options of the {self.sampler} sampler; it takes "
-                             f"{sorted(allowed) or 'none'}")
-        bad = [k for k, v in self.options.items() if isinstance(v, float) and not math.isfinite(v)]
-        if bad:
-            raise ValueError(f"options: {bad[0]}={self.options[bad[0]]} is not finite")
         if self.model_w is not None:
             self.model_w = float(self.model_w)
             if not math.isfinite(self.model_w):
@@ -104,14 +99,10 @@ class GenerationSettings(ConfigMixin):
         return dataclasses.replace(self, clip_denoised=clip, precision=resolve_precision(self.precision, device))
 
 
-# keywords every sampler takes from the settings' own fields or the pipeline, not from ``options``
-_COMMON = {"steps", "step_noise", "callback", "clip_denoised", "progress", "diffusion", "eta"}
-
-
 def sampler_options(fn: Any) -> dict[str, Any]:
     """Keyword options of a sampler function beyond the common ones, with their defaults."""
     return {name: p.default for name, p in inspect.signature(fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _COMMON}
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in COMMON_KEYWORDS}
 
 
 def _check_interval(interval: Any, time_range: tuple[float, float], timesteps: list[int]) -> tuple[float, float]:
@@ -126,7 +117,7 @@ def _check_interval(interval: Any, time_range: tuple[float, float], timesteps: l
         raise ValueError(f"interval: ({lo:g}, {hi:g}) is outside the sampler's timestep range {t0:g}..{t1:g}")
     if not any(lo <= t <= hi for t in timesteps):
         raise ValueError(f"interval: no sampling step falls in ({lo:g}, {hi:g}), so guidance would never apply; "
-                         f"the steps visit timesteps {timesteps[-1]}..{timesteps[0]}")
+                         f"the steps visit timesteps {timesteps[-1]:g}..{timesteps[0]:g}")
     return lo, hi
 
 

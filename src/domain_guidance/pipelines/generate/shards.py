@@ -6,6 +6,8 @@ round-robin, each shard is written atomically with the settings key it was made 
 rerun skips the shards whose key, seeds and labels match. A folder holding samples made under
 other settings (another method, w, sampler, steps, model, guide...) is refused with the fields
 that differ, unless ``overwrite`` replaces it: old images are never returned under new settings.
+A ``settings.json`` without any image beside it (a run that failed before its first shard) blocks
+nothing: the next run, with any settings, replaces it.
 """
 from __future__ import annotations
 
@@ -81,8 +83,8 @@ def _check_folder(out: Path, key: str, identity: dict[str, Any], settings: Gener
         raise ValueError(f"--out {out} is a file; expected a folder for the samples")
     hint = "use another --out, or --overwrite to replace them"
     record_path = out / RECORD
-    if record_path.exists():
-        try:
+    if record_path.exists() and _holds_samples(out):  # a record alone (a run refused or failed before its first
+        try:                                          # shard) guards nothing: the next run replaces it
             prev = json.loads(record_path.read_text())
             prev_key = prev["key"]
         except (ValueError, KeyError, TypeError):
@@ -92,6 +94,7 @@ def _check_folder(out: Path, key: str, identity: dict[str, Any], settings: Gener
             diffs = describe_differences({"settings": prev.get("settings", {}), "models": prev.get("models", {})},
                                          identity)
             diffs = [d for d in diffs if not d.startswith(("settings.seeds", "settings.labels"))]
+            diffs.sort(key=lambda d: not d.startswith("settings."))  # the settings first, then the weights' leaves
             raise SettingsMismatch(f"{out} holds samples made with other settings ("
                                    + "; ".join(diffs[:8] or ["settings key differs"])
                                    + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "") + f"): {hint}")
@@ -108,6 +111,13 @@ def _check_folder(out: Path, key: str, identity: dict[str, Any], settings: Gener
             if meta is not None and meta["key"] != key:
                 raise SettingsMismatch(f"{path} was made under other settings (or by an older version without a "
                                        f"settings key) than requested: {hint}")
+
+
+def _holds_samples(out: Path) -> bool:
+    """Whether ``out`` holds any image: a readable shard, the merged set or a PNG."""
+    shards = out / SHARDS
+    return ((out / MERGED).exists() or (out / "images").is_dir() and any((out / "images").glob("*.png"))
+            or shards.is_dir() and any(_read_shard_meta(p) is not None for p in shards.glob("shard-*.npz")))
 
 
 def _clear(out: Path) -> None:

@@ -1,0 +1,142 @@
+"""The applicability declaration (pipelines.applicability): every option of dog sample / sweep / demo and every
+sampler option is declared, and every declared rule is enforced by the real command in every context where the
+option does not apply (a refusal naming the option and what it needs), before any model loads or work starts."""
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import pytest
+
+from domain_guidance.cli import build_parser, main
+from domain_guidance.core.flow.path import DIFFUSION_FORMS
+from domain_guidance.core.flow.samplers import LAST_STEPS
+from domain_guidance.core.guidance import METHODS
+from domain_guidance.core.sampling import SAMPLERS
+from domain_guidance.pipelines.applicability import (DEMO_RULES, EVERYWHERE, RULES, SAMPLER_OPTION_RULES,
+                                                     SAMPLING_RULES, Context)
+from domain_guidance.pipelines.demo.study_config import ABLATIONS
+
+MISSING = "/nonexistent/model-for-applicability"  # every run that passes the check stops at loading it
+
+# a value to give each declared option on the command line (a rule without one fails test_every_rule_has_a_value)
+FLAG_VALUES = {
+    "guide": lambda s: ["--guide", MISSING], "autoguide": lambda s: ["--autoguide", MISSING],
+    "scale": lambda s: ["--scale", "2"], "scales": lambda s: ["--scales", "2"],
+    "channels": lambda s: ["--channels", "1"],
+    "interval": lambda s: ["--interval", "0,999" if SAMPLERS[s].time_range[1] > 1 else "0,1"],
+    "eta": lambda s: ["--eta", "0.5"], "clip_denoised": lambda s: ["--clip-denoised", "yes"],
+    "sample_eps": lambda s: ["--sampler-option", "sample_eps=0.01"],
+    "last_step_size": lambda s: ["--sampler-option", "last_step_size=0.1"],
+    "pretrain_steps": lambda s: ["--pretrain-steps", "5"],
+    "study_finetune_steps": lambda s: ["--study-finetune-steps", "5"],
+    "study_images_per_class": lambda s: ["--study-images-per-class", "5"],
+    "ablation_w": lambda s: ["--ablation-w", "2"], "sampling_steps": lambda s: ["--sampling-steps", "5"],
+    "uncond_guide_steps": lambda s: ["--uncond-guide-steps", "5"],
+    "grid_w": lambda s: ["--grid-w", "2"], "blend": lambda s: ["--blend", "0.3"],
+}
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _dests(command: str) -> set[str]:
+    return {a.dest for a in _subparsers()[command]._actions if a.dest != "help"}
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, rules", [("sample", SAMPLING_RULES), ("sweep", SAMPLING_RULES),
+                                            ("demo", DEMO_RULES)])
+def test_every_option_of_a_command_is_declared(command, rules):
+    dests = _dests(command) - {"func", "default_of"}
+    ruled = {r.option for r in rules}
+    undeclared = dests - EVERYWHERE[command] - ruled
+    assert not undeclared, f"dog {command}: options in no rule and not in EVERYWHERE[{command!r}]: {undeclared}"
+    stale = EVERYWHERE[command] - dests
+    assert not stale, f"EVERYWHERE[{command!r}] names options dog {command} does not have: {stale}"
+    assert not EVERYWHERE[command] & ruled, "an option is both conditional and everywhere"
+
+
+def test_every_sampler_option_is_declared_and_every_rule_names_a_real_option():
+    taken = set().union(*(set(spec.options) for spec in SAMPLERS.values()))
+    ruled = {r.option for r in SAMPLER_OPTION_RULES}
+    assert taken == EVERYWHERE["sampler options"] | ruled
+    commands = set().union(*(_dests(c) for c in ("sample", "sweep", "demo")))
+    assert {r.option for r in RULES} <= commands | taken  # no rule for an option nothing takes
+
+
+def test_every_rule_has_a_value():
+    assert {r.option for r in RULES} <= set(FLAG_VALUES)
+
+
+def _check(rule, context, code: int, err: str) -> None:
+    refused = f"{rule.flag}: applies " in err
+    if rule.applies(context):
+        assert not refused, (context, err)
+    else:
+        assert code == 2 and refused and rule.needs in err, (rule.option, context, err)
+        assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("rule", [r for r in SAMPLING_RULES if r.option != "scales"], ids=lambda r: r.option)
+def test_dog_sample_refuses_each_rule_wherever_it_does_not_apply(rule, tmp_path, capsys):
+    for sampler, method in itertools.product(sorted(SAMPLERS), METHODS):
+        argv = ["sample", "--model", MISSING, "--out", str(tmp_path / "out"), "--sampler", sampler,
+                "--method", method, "--steps", "4", *FLAG_VALUES[rule.option](sampler)]
+        _check(rule, Context(sampler=sampler, methods=frozenset({method})), *_run(argv, capsys))
+        assert not (tmp_path / "out").exists()  # refused or stopped at the model: nothing written
+
+
+@pytest.mark.parametrize("rule", [r for r in SAMPLING_RULES if r.option in _dests("sweep")], ids=lambda r: r.option)
+def test_dog_sweep_refuses_each_rule_wherever_it_does_not_apply(rule, tmp_path, capsys):
+    subsets = [c for n in range(1, len(METHODS) + 1) for c in itertools.combinations(METHODS, n)]
+    for sampler, methods in itertools.product(("ddpm", "ode-euler"), subsets):
+        argv = ["sweep", "--model", MISSING, "--reference", MISSING, "--out", str(tmp_path / "out"),
+                "--sampler", sampler, "--methods", ",".join(methods), "--steps", "4",
+                *FLAG_VALUES[rule.option](sampler)]
+        _check(rule, Context(sampler=sampler, methods=frozenset(methods)), *_run(argv, capsys))
+        assert not (tmp_path / "out").exists()
+
+
+def _option_contexts(sampler: str):
+    """Every diffusion form x last step (sde-euler), or none (the other samplers)."""
+    if "diffusion_form" not in SAMPLERS[sampler].options:
+        return [{}]
+    return [{"diffusion_form": f, "last_step": s} for f in DIFFUSION_FORMS for s in ("Mean", "Tweedie", "Euler", None)]
+
+
+@pytest.mark.parametrize("rule", SAMPLER_OPTION_RULES, ids=lambda r: r.option)
+def test_sampler_option_rules_are_enforced_wherever_they_do_not_apply(rule, tmp_path, capsys):
+    assert set(LAST_STEPS) == {"mean", "tweedie", "euler", "none"}  # the contexts below cover every last step
+    walked = 0
+    for sampler in sorted(s for s, spec in SAMPLERS.items() if rule.option in spec.options):
+        for options in _option_contexts(sampler):
+            given = [f"{k}={'null' if v is None else v}" for k, v in options.items()]
+            argv = ["sample", "--model", MISSING, "--out", str(tmp_path / "out"), "--sampler", sampler,
+                    "--method", "unguided", "--steps", "10", *[a for g in given for a in ("--sampler-option", g)],
+                    *FLAG_VALUES[rule.option](sampler)]
+            _check(rule, Context(sampler=sampler, options=options), *_run(argv, capsys))
+            walked += not rule.applies(Context(sampler=sampler, options=options))
+    assert walked > 0  # the rule was refused somewhere
+
+
+@pytest.mark.parametrize("rule", DEMO_RULES, ids=lambda r: r.option)
+def test_dog_demo_refuses_each_rule_wherever_it_does_not_apply(rule, tmp_path, capsys):
+    ablation_sets = [c for n in range(len(ABLATIONS) + 1) for c in itertools.combinations(ABLATIONS, n)]
+    for study, ablations, pretrain in itertools.product((False, True), ablation_sets, (False, True)):
+        # --samples 1 is refused by the config: a run the rule lets through stops there, before any work
+        argv = ["demo", "--out", str(tmp_path / "out"), "--samples", "1", *(["--study"] if study else []),
+                *(["--ablation", ",".join(ablations)] if ablations else []),
+                *(["--pretrain"] if pretrain else ["--source", MISSING]), *FLAG_VALUES[rule.option]("ddim")]
+        context = Context(study=study, ablations=frozenset(ablations), pretrain=pretrain)
+        code, err = _run(argv, capsys)
+        _check(rule, context, code, err)
+        if rule.applies(context):
+            assert code == 2 and "samples must be >= 2" in err, err
+        assert not (tmp_path / "out").exists()
