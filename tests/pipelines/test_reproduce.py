@@ -173,7 +173,7 @@ def test_cli_reproduce_errors_and_list(tmp_path, capsys):
 
     assert main(["reproduce", "--list"]) == 0
     assert "caltech101" in capsys.readouterr().out
-    assert main(["reproduce", "cub200", "--out", str(tmp_path / "r"), "--protocol", "cpu-tiny"]) == 2
+    assert main(["reproduce", "cub200", "--out", str(tmp_path / "r"), "--protocol", "cpu-tiny", "--base", "b.pt"]) == 2
     err = capsys.readouterr().err
     assert "no prepared data" in err and "--from" in err
     assert main(["reproduce", "cub200", "--out", str(tmp_path / "r2"), "--print-config", "--base", "b.pt", "--set", "train.steps=5",

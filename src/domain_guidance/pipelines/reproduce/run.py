@@ -23,6 +23,7 @@ from ..training import find_latest, resolve_config, train
 from .benchmarks import benchmark
 from .comparability import recipe_of, split_of
 from .config import STAGES, ReproduceConfig
+from .inputs import check_benchmark_data, check_finetune_inputs, check_runnable, finetune_inputs
 from .scoring import score_samples
 from .table import write_row
 
@@ -77,6 +78,18 @@ def stage_prepare(cfg: ReproduceConfig, out: Path, progress: bool) -> dict[str, 
                            progress=progress, **cfg.prepare_options)
 
 
+def check_before_work(cfg: ReproduceConfig, out: Path, stop_after: str) -> None:
+    """Refuse before anything is written: a run that cannot draw DoG, data that is not the benchmark's, a
+    fine-tune in ``out`` made from other data or base weights (see ``inputs``)."""
+    check_runnable(cfg, stop_after)
+    folder = data_dir(cfg, out)
+    if cfg.source or not (folder / cfg.train_split).is_dir():
+        return  # prepared by this run: `dog data prepare` checks the folder, stage_finetune the fine-tune
+    check_benchmark_data(cfg, folder, read_manifest(folder))
+    if STAGES.index(stop_after) >= STAGES.index("finetune") and find_latest(out / "finetune") is not None:
+        check_finetune_inputs(out, finetune_inputs(folder / cfg.train_split, guide_path(cfg.base)), True)
+
+
 def _checkpoint_step(ckpt: Path | None) -> int:
     return int(ckpt.name.split("_")[-1]) if ckpt is not None and ckpt.name.startswith("step_") else -1
 
@@ -84,6 +97,8 @@ def _checkpoint_step(ckpt: Path | None) -> int:
 def stage_finetune(cfg: ReproduceConfig, out: Path, progress: bool) -> dict[str, Any]:
     tcfg = train_config(cfg, out, progress)
     ckpt = find_latest(tcfg.out)
+    check_finetune_inputs(out, finetune_inputs(data_dir(cfg, out) / cfg.train_split, guide_path(cfg.base)),
+                          ckpt is not None)
     if _checkpoint_step(ckpt) >= tcfg.steps:
         return {"checkpoint": str(ckpt), "step": _checkpoint_step(ckpt), "skipped": True}
     result = train(tcfg, resume=True)
@@ -144,6 +159,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, *, stop_after: str = "table
         raise ValueError(f"stop_after: expected one of {list(STAGES)}, got {stop_after!r}")
     benchmark(cfg.benchmark)
     out = Path(out).expanduser()
+    check_before_work(cfg, out, stop_after)
     last = STAGES.index(stop_after)
     report: dict[str, Any] = {"benchmark": cfg.benchmark, "out": str(out), "stages": {}}
     times = report["stages"]
