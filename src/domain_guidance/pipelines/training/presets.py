@@ -93,6 +93,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         label_dropout=0.1, lr=3e-4, batch_size=64, steps=40000, ema=dict(decay=0.9995, warmup="linear"),
         grad_clip=1.0, device="auto", log_every=100, ckpt_every=1000, keep_last=3, sample_every=4000,
         grid=dict(num=16, steps=25), out="runs/glyph-source"),
+    # Round-4 targets of G1, new labels, 50 blue images per class: covered = shapes the source holds (disk, square,
+    # triangle, plus), outside = shapes it never saw (crescent, hourglass, tee, frame).
+    "glyph-target-covered": dict(
+        init="base", base="runs/glyph-source", mode="full",
+        data=dict(dataset="glyphs-blue", resolution=16, channels=3, classes=[0, 1, 2, 3], split="train",
+                  images_per_class=50),
+        label_dropout=0.1, lr=3e-4, batch_size=32, steps=1000, ema=dict(decay=0.999, warmup="linear"),
+        grad_clip=1.0, log_every=50, ckpt_every=500, keep_last=2, sample_every=500,
+        grid=dict(num=12, steps=25), out="runs/glyph-target-covered"),
+    "glyph-target-outside": dict(
+        init="base", base="runs/glyph-source", mode="full",
+        data=dict(dataset="glyphs-blue", resolution=16, channels=3, classes=[8, 9, 10, 11], split="train",
+                  images_per_class=50),
+        label_dropout=0.1, lr=3e-4, batch_size=32, steps=1000, ema=dict(decay=0.999, warmup="linear"),
+        grad_clip=1.0, log_every=50, ckpt_every=500, keep_last=2, sample_every=500,
+        grid=dict(num=12, steps=25), out="runs/glyph-target-outside"),
     # Target fine-tune of the demo: 4 new classes (giraffe, horse, sheep, zebra), 50 images each.
     "animal-target": dict(
         init="base", base="runs/animal-source", mode="full",
