@@ -83,3 +83,22 @@ def test_old_checkpoint_without_inputs_record_resumes_with_a_note(tmp_path, tiny
     assert train(tiny_config(run, "steps=2", *sets), resume=True).step == 2
     notes = [r["message"] for r in read_log(run, "note")]
     assert any("records no base weights' sha256" in n for n in notes), notes
+
+
+def test_resume_refuses_replaced_vae_weights(tmp_path, tiny_vae_dir):
+    """A latent model trains on the VAE's latents: other VAE weights at the same path are other data."""
+    from diffusers import AutoencoderKL
+
+    vae = tmp_path / "vae"
+    shutil.copytree(tiny_vae_dir, vae)
+    sets = ["init=scratch", f"vae={vae}", "data.dataset=digits", "data.resolution=8", "data.channels=3",
+            "data.images_per_class=2", "ckpt_every=1"]
+    run = tmp_path / "run"
+    train(tiny_config(run, "steps=1", *sets))
+    model = AutoencoderKL.from_pretrained(vae)
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.01)
+    model.save_pretrained(vae)  # the same folder, other weights
+    with pytest.raises(StageInputsChanged, match=r"data changed since the checkpoint .*VAE weights \(the latents "
+                                                 r"trained on\) [0-9a-f]{12} -> [0-9a-f]{12}"):
+        train(tiny_config(run, "steps=2", *sets), resume=True)

@@ -139,6 +139,8 @@ def prepare_data(cfg: TrainConfig, base: DiTConfig | None, dist: DistInfo, run_d
         ch = ch or vae.in_channels
     images = load_images(cfg, res, ch)
     fingerprint = data_fingerprint(images)
+    if vae is not None:  # a latent model's training items are the VAE's latents of the images
+        fingerprint["vae_sha256"] = vae.fingerprint
     if check is not None:
         check(fingerprint)
     if vae is not None and images.resolution % vae.downsample:

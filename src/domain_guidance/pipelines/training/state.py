@@ -238,4 +238,7 @@ def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     elif "content_sha256" in saved and saved.get("content_sha256") != current.get("content_sha256"):
         diffs.append(f"image contents changed under the same file names (content hash "
                      f"{str(saved.get('content_sha256'))[:12]} -> {str(current.get('content_sha256'))[:12]})")
+    if "vae_sha256" in saved and saved.get("vae_sha256") != current.get("vae_sha256"):
+        diffs.append(f"VAE weights (the latents trained on) {str(saved.get('vae_sha256'))[:12]} -> "
+                     f"{str(current.get('vae_sha256'))[:12]}")
     return diffs
