@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .diffusion import GaussianDiffusion, create_diffusion
 from .diffusion.respace import space_timesteps
 from .flow import samplers as _flow_samplers  # noqa: F401  registers ode-euler, ode-heun, ode-dopri5, sde-euler
+from . import diffusers_samplers as _diffusers_samplers  # noqa: F401  registers dpm-solver++, unipc, deis, euler, heun
 from .sampler_registry import (SAMPLERS, PredictingDenoiser, SamplerSpec, StepCallback, check_prediction,
                                get_sampler, register_sampler)
 from .seeds import PerSampleNoise

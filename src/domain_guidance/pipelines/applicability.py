@@ -83,6 +83,8 @@ SAMPLING_RULES: tuple[Rule, ...] = (
          lambda c: bool(c.methods & GUIDED)),
     Rule("interval", "--interval", "only with a guidance method (cfg, dog, autoguidance)", "methods",
          lambda c: bool(c.methods & GUIDED)),
+    Rule("interval_sigma", "--interval-sigma", "only with a guidance method (cfg, dog, autoguidance)", "methods",
+         lambda c: bool(c.methods & GUIDED)),
     Rule("eta", "--eta", "to the ddim sampler only", "sampler", lambda c: c.sampler == "ddim"),
     Rule("clip_denoised", "--clip-denoised",
          "only with --sampler ddpm or ddim (they clip the predicted x0 at each step)",
@@ -106,7 +108,10 @@ RULES: tuple[Rule, ...] = SAMPLER_OPTION_RULES + SAMPLING_RULES + DEMO_RULES
 
 # options that apply in every context of a command (argparse dests; sampler options by name)
 EVERYWHERE: dict[str, frozenset[str]] = {
-    "sampler options": frozenset({"diffusion_form", "diffusion_norm", "last_step", "atol", "rtol"}),
+    "sampler options": frozenset({"diffusion_form", "diffusion_norm", "last_step", "atol", "rtol",
+                                  # the diffusers schedulers' (core.diffusers_samplers)
+                                  "order", "algorithm_type", "solver_type", "use_karras_sigmas", "timestep_spacing",
+                                  "s_churn"}),
     "sample": frozenset({"model", "prediction", "model_w", "method", "sampler", "steps", "sampler_options", "seeds",
                          "labels", "batch_size", "shard_size", "vae", "latent_scale", "which", "device", "precision",
                          "compile", "png", "out", "overwrite", "no_progress"}),
