@@ -360,8 +360,10 @@ def test_cli_options_and_variants() -> None:
     with pytest.raises(ValueError, match="w must be"):
         DemoConfig(w=[0.5]).validate()
     quick = config_from_args(parser.parse_args(["demo"]))
-    assert len(quick.seeds) >= 3 and quick.dog_interval == [500.0, 999.0]
-    assert {1.25, 1.5, 2.0, 3.0} <= set(full.w) and full.dog_interval == [500.0, 999.0]
+    # the guidance interval: EDM2's recommended sigma (0.28, 5.42] on the DiT schedule, not the high-noise range
+    assert len(quick.seeds) >= 3 and quick.dog_interval == [82.0, 578.0]
+    assert {1.25, 1.5, 2.0, 3.0} <= set(full.w) and full.dog_interval == [82.0, 578.0]
+    assert config_from_args(parser.parse_args(["demo", "--flow"])).dog_interval == [0.16, 0.78]
     with pytest.raises(ValueError, match="dog_interval must be"):
         DemoConfig(dog_interval=[900, 100]).validate()
     assert config_from_args(parser.parse_args(["demo", "--dog-interval", "none"])).dog_interval is None

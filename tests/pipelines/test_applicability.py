@@ -25,6 +25,7 @@ FLAG_VALUES = {
     "scale": lambda s: ["--scale", "2"], "scales": lambda s: ["--scales", "2"],
     "channels": lambda s: ["--channels", "1"],
     "interval": lambda s: ["--interval", "0,999" if SAMPLERS[s].time_range[1] > 1 else "0,1"],
+    "interval_sigma": lambda s: ["--interval-sigma", "0.28,5.42"],
     "eta": lambda s: ["--eta", "0.5"], "clip_denoised": lambda s: ["--clip-denoised", "yes"],
     "sample_eps": lambda s: ["--sampler-option", "sample_eps=0.01"],
     "last_step_size": lambda s: ["--sampler-option", "last_step_size=0.1"],

@@ -79,8 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-images", type=int, default=None,
                    help=f"held-out target images used as reference [default: {_Q.reference_images}]")
     p.add_argument("--dog-interval", type=_interval, default=None,
-                   help=f"DoG is also sampled guided only for DDPM timesteps lo..hi, e.g. '500,999' (--flow: SiT "
-                        f"time, 0 = noise, e.g. '0,0.23'); 'none': no interval row [default: {_Q.dog_interval}]")
+                   help=f"DoG is also sampled guided only for DDPM timesteps lo..hi (--flow: SiT time, 0 = noise; "
+                        f"the default's 0.16,0.78); 'none': no interval row [default: {_Q.dog_interval}: EDM2's "
+                        f"recommended sigma in (0.28, 5.42] on the DiT schedule]")
     p.add_argument("--also-without-dropout", action="store_true", help="also fine-tune with label dropout 0")
     p.add_argument("--no-fid", action="store_true", help="skip Inception FID (classifier metrics only)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

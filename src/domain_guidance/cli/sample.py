@@ -132,6 +132,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=interval, default=None,
                    help="guide only for network times LO,HI: original timesteps within 0..999 for ddpm/ddim (e.g. "
                    "0,700), SiT time within 0..1 (0 = noise) for the flow samplers")
+    p.add_argument("--interval-sigma", type=interval, default=None, metavar="LO,HI",
+                   help="guide only where the noise level sigma is in (LO, HI] (Kynkaanniemi et al. 2024), converted "
+                   "to network times for the sampler's schedule (DiT's or SiT's); EDM2's recommended 0.28,5.42 is "
+                   "DDPM t in [82, 578]. Instead of --interval")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddpm",
                    help="; ".join(f"{k}: {v.help}" for k, v in sorted(SAMPLERS.items())))
     p.add_argument("--steps", default="250", help="ddpm/ddim respacing: '250', '50', 'ddim50', '10,10,5' (at least "
@@ -176,6 +180,12 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     # an option the run would ignore (--guide with cfg, --clip-denoised with a flow sampler...) is refused first
     refuse_inapplicable(args, Context(sampler=args.sampler, methods=frozenset({args.method})), SAMPLING_RULES)
+    if args.interval_sigma is not None:  # sigma -> the sampler's network times; checked by GenerationSettings
+        from ..core.interval import sigma_interval
+
+        if args.interval is not None:
+            raise ValueError("--interval and --interval-sigma both given; pass one (times or noise levels)")
+        args.interval = sigma_interval(*args.interval_sigma, SAMPLERS[args.sampler].time_range)
     clip = {"auto": None, "yes": True, "no": False}[args.clip_denoised]
     # the settings are checked before any model is loaded: a typo costs nothing
     probe = as_option(lambda: GenerationSettings(

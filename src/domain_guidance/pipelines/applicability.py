@@ -83,6 +83,8 @@ SAMPLING_RULES: tuple[Rule, ...] = (
          lambda c: bool(c.methods & GUIDED)),
     Rule("interval", "--interval", "only with a guidance method (cfg, dog, autoguidance)", "methods",
          lambda c: bool(c.methods & GUIDED)),
+    Rule("interval_sigma", "--interval-sigma", "only with a guidance method (cfg, dog, autoguidance)", "methods",
+         lambda c: bool(c.methods & GUIDED)),
     Rule("eta", "--eta", "to the ddim sampler only", "sampler", lambda c: c.sampler == "ddim"),
     Rule("clip_denoised", "--clip-denoised",
          "only with --sampler ddpm or ddim (they clip the predicted x0 at each step)",

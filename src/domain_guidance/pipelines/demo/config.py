@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...core.interval import RECOMMENDED_SIGMA, ddpm_interval
 from ...io.config_files import ConfigMixin
 from .flow import FLOW_SAMPLER, FLOW_SOURCE_PRESET, default_flow_source, flow_interval, matched_steps
 
@@ -49,8 +50,9 @@ class DemoConfig(ConfigMixin):
     # sampling
     w: list[float] = field(default_factory=lambda: [1.5, 3.0])
     # DoG is also sampled with guidance only for lo <= t <= hi (original DDPM timesteps 0..999) at every w;
-    # None: no interval row
-    dog_interval: list[float] | None = field(default_factory=lambda: [500.0, 999.0])
+    # None: no interval row. Default: EDM2's recommended sigma in (0.28, 5.42] (Kynkaenniemi et al. 2024), t in
+    # [82, 578] on the DiT schedule (core/interval.py; docs/protocols.md)
+    dog_interval: list[float] | None = field(default_factory=lambda: list(ddpm_interval(*RECOMMENDED_SIGMA)))
     samples: int = 100  # per (method, w, seed replicate); the real floor sets have the same N
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # replicate r uses seeds r*100000 + range(samples)
     sampler: str = "ddim"
@@ -110,7 +112,7 @@ class DemoConfig(ConfigMixin):
 
 def quick() -> DemoConfig:
     """README size (14 min 2 s measured on 2 free cores, runs/demo-r7): 100 samples per setting, three seed replicates, w in
-    {1.5, 3}, DoG also with the interval [500, 999], 1000 fine-tune steps at lr 3e-4."""
+    {1.5, 3}, DoG also with the interval t in [82, 578] (sigma in (0.28, 5.42]), 1000 fine-tune steps at lr 3e-4."""
     return DemoConfig()
 
 
