@@ -51,6 +51,19 @@ def test_data_of_another_benchmark_is_refused_naming_both(tmp_path, capsys):
         reproduce(resolve("artbench10", "cpu-tiny", {"data": str(bare), "base": "b"}), out, progress=False)
 
 
+def test_used_out_with_another_download_is_refused_naming_what_reproduce_accepts(tmp_path):
+    from tests.io.prepare.test_prepare_inputs import _renamed_class
+
+    archive, out = fakes.food101(tmp_path), tmp_path / "run"
+    cfg = resolve("food101", "cpu-tiny", {"source": [str(archive)]})
+    assert not reproduce(cfg, out, stop_after="prepare", progress=False)["stages"]["prepare"]["reused"]
+    _renamed_class(archive, "baby_back_ribs", "churros")  # the same path, another download
+    with pytest.raises(StageInputsChanged, match=r"\(source: recorded [0-9a-f]{16}\.\.\., now [0-9a-f]{16}\.\.\.\); .*; "
+                                                 r"dog reproduce does not replace .*choose a new --out") as e:
+        reproduce(cfg, out, stop_after="prepare", progress=False)
+    assert "--overwrite" not in str(e.value)  # an option dog reproduce does not have
+
+
 @pytest.mark.slow
 def test_used_out_with_other_data_or_base_is_refused(tmp_path, one_thread):
     data = tmp_path / "art"

@@ -75,7 +75,9 @@ def stage_prepare(cfg: ReproduceConfig, out: Path, progress: bool) -> dict[str, 
         raise ValueError(f"no prepared data in {folder}: pass --from ARCHIVE (what you downloaded for "
                          f"{cfg.benchmark}) or --data DIR (a folder made by `dog data prepare {cfg.benchmark}`)")
     return prepare_dataset(cfg.benchmark, cfg.source if len(cfg.source) > 1 else cfg.source[0], folder,
-                           progress=progress, **cfg.prepare_options)
+                           progress=progress, remedy=f"dog reproduce does not replace {folder}: choose a new --out "
+                           f"for this download, or prepare it with `dog data prepare {cfg.benchmark} --from ... "
+                           "--out DIR` and pass --data DIR", **cfg.prepare_options)
 
 
 def check_before_work(cfg: ReproduceConfig, out: Path, stop_after: str) -> None:

@@ -40,18 +40,20 @@ def make_plan(name: str, source: Source, **options: Any) -> Plan:
 
 
 def prepare_dataset(name: str, source: str | Path | list, out: str | Path, *, overwrite: bool = False,
-                    workers: int = 4, progress: bool = False, **options: Any) -> dict[str, Any]:
+                    workers: int = 4, progress: bool = False, remedy: str | None = None,
+                    **options: Any) -> dict[str, Any]:
     """Lay dataset ``name`` out under ``out`` from the user's archive(s) or folder ``source``; returns the manifest.
 
     A rerun with the same dataset and options into a prepared ``out`` returns its manifest at once
-    (``reused: True``). An archive inside the archive (Caltech101's zip) is opened when the
+    (``reused: True``); another source (other bytes) or dataset is refused, advising ``remedy`` when
+    given (default: another --out or --overwrite). An archive inside the archive (Caltech101's zip) is opened when the
     dataset's files are not found at the top level.
     """
     dataset_module(name)
     src = open_source(source)
     with contextlib.ExitStack() as stack:
         plan, used = _plan(name, src, Path(out).expanduser(), stack, options)
-        return write_plan(plan, used, out, overwrite=overwrite, workers=workers, progress=progress)
+        return write_plan(plan, used, out, overwrite=overwrite, workers=workers, progress=progress, remedy=remedy)
 
 
 def _plan(name: str, src: Source, out: Path, stack: contextlib.ExitStack,

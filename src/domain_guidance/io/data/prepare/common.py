@@ -106,36 +106,41 @@ def read_manifest(out: str | Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: not valid JSON ({e}); delete it (or pass --overwrite) to prepare again") from None
 
 
-def _refuse_used(out: Path, plan: Plan, overwrite: bool, inputs: dict[str, str],
-                 source: Source) -> dict[str, Any] | None:
-    """The existing manifest when it matches this plan and source; refuse other contents unless ``overwrite``."""
+def _refuse_used(out: Path, plan: Plan, overwrite: bool, inputs: dict[str, str], source: Source,
+                 remedy: str | None = None) -> dict[str, Any] | None:
+    """The existing manifest when it matches this plan and source; refuse other contents unless ``overwrite``.
+
+    ``remedy`` replaces the advice of each refusal (a caller without an ``--overwrite`` option).
+    """
     manifest = read_manifest(out)
     if manifest is not None and manifest.get("dataset") == plan.dataset and manifest.get("options") == plan.options:
         if overwrite and manifest.get("inputs") != inputs:
             return None
         check_stage_inputs(f"--out {out} (a prepared {plan.dataset!r})", manifest.get("inputs"), inputs,
-                           f"its classes and images may not be those of --from {source.path}; pass --overwrite to "
-                           "prepare it again from this source, or choose another --out")
+                           f"its classes and images may not be those of --from {source.path}; " + (
+                               remedy or "pass --overwrite to prepare it again from this source, or choose another "
+                               "--out"))
         return manifest
     if overwrite:
         return None
     if manifest is not None:
         raise ValueError(f"--out {out} already holds a prepared {manifest.get('dataset')!r} with options "
-                         f"{manifest.get('options')}, not {plan.dataset!r} with {plan.options}; choose another "
-                         "--out or pass --overwrite")
+                         f"{manifest.get('options')}, not {plan.dataset!r} with {plan.options}; "
+                         + (remedy or "choose another --out or pass --overwrite"))
     used = [p.name for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
     if used:
         raise ValueError(f"--out {out} is not empty ({', '.join(sorted(used)[:5])}) and holds no {MANIFEST}; "
-                         "choose an empty folder or pass --overwrite")
+                         + (remedy or "choose an empty folder or pass --overwrite"))
     return None
 
 
 def write_plan(plan: Plan, source: Source, out: str | Path, *, overwrite: bool = False, workers: int = 4,
-               progress: bool = False) -> dict[str, Any]:
-    """Lay ``plan`` out under ``out`` (see the module docstring); returns the manifest."""
+               progress: bool = False, remedy: str | None = None) -> dict[str, Any]:
+    """Lay ``plan`` out under ``out`` (see the module docstring); returns the manifest. ``remedy``: the
+    advice of a refusal to use ``out`` (default: another --out or --overwrite)."""
     out = Path(out).expanduser()
     inputs = {"source": source.fingerprint()}  # the bytes of what was downloaded (io.fingerprints)
-    done = _refuse_used(out, plan, overwrite, inputs, source)
+    done = _refuse_used(out, plan, overwrite, inputs, source, remedy)
     if done is not None:
         return {**done, "reused": True}
     t0 = time.perf_counter()
