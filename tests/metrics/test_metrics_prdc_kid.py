@@ -80,3 +80,15 @@ def test_kid_subset_size_drops_to_smallest_set():
     assert out["kid_subset_size"] == 20
     with pytest.raises(ValueError, match="at least 2"):
         kid(np.zeros((1, 4)), np.zeros((5, 4)))
+
+
+def test_kid_of_whole_sets_has_no_subset_spread():
+    """Subset size = both set sizes: every subset is all of both sets (reordered), so the estimate is one
+    value and its std is exactly 0 on every CPU (summing the same kernel values in another order would
+    leave a CPU-dependent rounding noise of ~1e-16 instead). A larger set still gives subsets that differ."""
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(8, 16)), rng.normal(size=(8, 16)) + 0.3
+    whole = kid(a, b, n_subsets=20, subset_size=1000)
+    assert whole == {"kid_mean": mmd2_unbiased(a, b), "kid_std": 0.0, "kid_subset_size": 8}
+    larger = kid(np.concatenate([a, rng.normal(size=(4, 16))]), b, n_subsets=20, subset_size=1000)
+    assert larger["kid_subset_size"] == 8 and larger["kid_std"] > 1e-3

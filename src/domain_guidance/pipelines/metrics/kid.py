@@ -36,6 +36,9 @@ def kid(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, n_subs
 
     ``kid_std`` is the standard deviation of the per-subset estimates (ddof 0, as
     torch-fidelity reports it). Subsets are drawn from ``np.random.default_rng(seed)``.
+    When the subset size is both sets' size, every subset is the whole of both sets (reordered)
+    and the estimate cannot vary: it is computed once and ``kid_std`` is exactly 0, not the
+    CPU-dependent rounding noise of summing the same numbers in another order.
     """
     r = real.detach().cpu().double().numpy() if isinstance(real, torch.Tensor) else np.asarray(real, np.float64)
     f = fake.detach().cpu().double().numpy() if isinstance(fake, torch.Tensor) else np.asarray(fake, np.float64)
@@ -46,6 +49,8 @@ def kid(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, n_subs
     m = min(subset_size, r.shape[0], f.shape[0])
     if m < 2:
         raise ValueError(f"KID needs at least 2 features in each set, got {r.shape[0]} and {f.shape[0]}")
+    if m == r.shape[0] == f.shape[0]:  # every subset is all of both sets: one value, no spread
+        return {"kid_mean": mmd2_unbiased(r, f, degree, coef0), "kid_std": 0.0, "kid_subset_size": m}
     rng = np.random.default_rng(seed)
     values = np.empty(n_subsets)
     for i in range(n_subsets):
