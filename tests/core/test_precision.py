@@ -1,6 +1,7 @@
 """Precisions of a network evaluation (autocast, float32 output) and torch.compile with an eager fallback."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from domain_guidance.core.denoiser import Denoiser
 from domain_guidance.core.precision import (PRECISIONS, CompiledModule, check_precision, default_precision,
                                             precision_context, resolve_precision)
-from tests.core.helpers import tiny_dit
+from tests.core.helpers import fp32_rounding_bound, tiny_dit
 
 
 def _inputs(n: int = 4):
@@ -74,13 +75,24 @@ def test_compile_fallback_is_eager_with_a_note():
 
 @pytest.mark.slow
 def test_compile_matches_eager():
+    """Compiled and eager float32 each sit within float32's rounding bound of the exact (float64) result.
+
+    Not bit for bit, nor by a fixed margin: the compiler fuses and reorders sums, and by how much the
+    results differ depends on the CPU (9.4e-5 of a 13.0 output on an AMD EPYC with AVX-512, 1.47e-4 on
+    an Intel CPU with AMX). The bound (helpers.fp32_rounding_bound, 9.2e-4 here) is eps(float32) times
+    sqrt(longest reduction) per rounding stage; a lower precision (bf16: ~4e-3 of the scale), a dropped
+    bias or a network in training mode is far outside it.
+    """
     net = tiny_dit(std=0.2)
     den = Denoiser(CompiledModule(net), net.config)
     x, t, y = _inputs()
     with torch.no_grad():
         out = den(x, t, y)
         ref = dataclasses.replace(den, net=net)(x, t, y)
+        exact = copy.deepcopy(net).double()(x.double(), t, y)  # fp32 Denoiser == the plain network
     if den.net.note:  # no compiler on this machine: the fallback is what we can check
         pytest.skip(den.net.note)
     assert den.net.compile_seconds > 0
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5 * float(ref.abs().max()))
+    bound = fp32_rounding_bound(net.config, float(exact.abs().max()))
+    assert float((ref.double() - exact).abs().max()) < bound  # the bound holds for eager: it models this network
+    assert float((out.double() - exact).abs().max()) < bound, "compiled result outside float32 rounding"
