@@ -62,9 +62,10 @@ def test_resume_refuses_replaced_base_weights(tmp_path, tiny_base, kind):
     train(tiny_config(run, "steps=1", *sets))
     recorded = load_train_state(run / "checkpoints" / "latest")["inputs"]["base"]
     _replace_weights(base, seed=7)
-    with pytest.raises(StageInputsChanged, match=rf"base weights changed since the checkpoint .*base: recorded "
+    with pytest.raises(StageInputsChanged, match=rf"base weights changed since the checkpoint \(data.dataset='digits', "
+                                                 rf"base='{re.escape(str(base))}'\): base: recorded "
                                                  rf"{recorded[:16]}\.\.\., now [0-9a-f]{{16}}\.\.\. \(sha256 of "
-                                                 rf"the weights at {re.escape(str(base))}\)"):
+                                                 rf"the base weights\); restore them"):
         train(tiny_config(run, "steps=2", *sets), resume=True)
     shutil.rmtree(base)
     shutil.copytree(tiny_base, base)  # the original weights again: the resume goes on

@@ -32,7 +32,6 @@ from ...core.flow import flow_matching_losses, flow_training_inputs
 from ...core.precision import maybe_compile
 from ...core.seeds import PerSampleNoise
 from ...io.atomic import write_json
-from ...io.fingerprints import StageInputsChanged, input_differences
 from .config import TrainConfig
 from .data import TrainData, prepare_data
 from .distributed import (STREAM_GLOBAL_RNG, DistInfo, StepKeys, all_reduce_mean, barrier, derive_seed,
@@ -42,7 +41,7 @@ from .grid import check_grid_sampler, draw_grid
 from .logging import RunLogger
 from .model import Models, build_models, export_for_sampling, load_base
 from .single_pass import SinglePassTarget, guided_losses
-from .state import (STATE_FORMAT, capture_rng, clean_stale, data_differences, find_latest, load_train_state,
+from .state import (STATE_FORMAT, capture_rng, check_resume_inputs, clean_stale, find_latest, load_train_state,
                     restore_rng, resume_differences, save_checkpoint_dir)
 
 CONFIG_NAME = "train_config.json"
@@ -137,23 +136,8 @@ class _Trainer:
 
     def _check_data(self, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:
         """Refuse to resume on other data or base weights than the checkpoint saw (no record: a note)."""
-        saved, inputs = state.get("data"), state.get("inputs")
-        for what, record in (("data fingerprint", saved), ("base weights' sha256", inputs)):
-            if record is None:
-                self.notes.append(f"checkpoint {self.resume_from} records no {what} (saved by an older version): "
-                                  "resuming without checking it is unchanged")
-        if saved is not None and "content_sha256" not in saved:
-            self.notes.append(f"checkpoint {self.resume_from} records file names, not contents: resuming "
-                              "without checking that the images' contents are unchanged")
-        data = data_differences(saved, fingerprint) if saved is not None else []
-        weights = [f"{d} (sha256 of the weights at {self.cfg.base})"
-                   for d in (input_differences(inputs, self.inputs) if inputs is not None else [])]
-        if data or weights:
-            what = " and ".join(w for w, d in (("data", data), ("base weights", weights)) if d)
-            raise StageInputsChanged(f"cannot resume {self.resume_from}: {what} changed since the checkpoint "
-                                     f"(data.dataset={self.cfg.data.dataset!r}, base={self.cfg.base!r}): "
-                                     + "; ".join(data + weights) + "; restore them, or start a new run with "
-                                     "another --out")
+        self.notes += check_resume_inputs(self.resume_from, state, fingerprint, self.inputs,
+                                          f"data.dataset={self.cfg.data.dataset!r}, base={self.cfg.base!r}")
 
     def _restore(self, state: dict[str, Any]) -> None:
         net = self.models.net

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ...io.atomic import fsync_path as _fsync  # files: errors raise; directories: best effort
+from ...io.fingerprints import StageInputsChanged, input_differences
 
 CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", "train_state.pt"
 STATE_FORMAT = "domain_guidance/train_state"
@@ -242,3 +243,25 @@ def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str
         diffs.append(f"VAE weights (the latents trained on) {str(saved.get('vae_sha256'))[:12]} -> "
                      f"{str(current.get('vae_sha256'))[:12]}")
     return diffs
+
+
+def check_resume_inputs(checkpoint: Path | None, state: dict[str, Any], fingerprint: dict[str, Any],
+                        inputs: dict[str, Any], where: str) -> list[str]:
+    """Raise ``StageInputsChanged`` when the data (``data_fingerprint``) or the base weights (``inputs``:
+    their sha256) differ from what ``state`` recorded; returns notes for what an older checkpoint did not
+    record (resumed without that check). ``where`` names the settings (data folder, base path)."""
+    saved, recorded, notes = state.get("data"), state.get("inputs"), []
+    for what, record in (("data fingerprint", saved), ("base weights' sha256", recorded)):
+        if record is None:
+            notes.append(f"checkpoint {checkpoint} records no {what} (saved by an older version): resuming "
+                         "without checking it is unchanged")
+    if saved is not None and "content_sha256" not in saved:
+        notes.append(f"checkpoint {checkpoint} records file names, not contents: resuming without checking that "
+                     "the images' contents are unchanged")
+    data = data_differences(saved, fingerprint) if saved is not None else []
+    weights = [f"{d} (sha256 of the base weights)" for d in (input_differences(recorded, inputs) if recorded else [])]
+    if data or weights:
+        what = " and ".join(w for w, d in (("data", data), ("base weights", weights)) if d)
+        raise StageInputsChanged(f"cannot resume {checkpoint}: {what} changed since the checkpoint ({where}): "
+                                 + "; ".join(data + weights) + "; restore them, or start a new run with another --out")
+    return notes
