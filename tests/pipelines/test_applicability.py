@@ -141,3 +141,42 @@ def test_dog_demo_refuses_each_rule_wherever_it_does_not_apply(rule, tmp_path, c
         if rule.applies(context):
             assert code == 2 and "samples must be >= 2" in err, err
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--sampler", "sde-euler", "--sampler-option", "sample_eps=0.01"],
+     "--sampler-option sample_eps: applies only with diffusion_form=SBDM"),
+    (["sample", "--sampler", "sde-euler", "--sampler-option", "last_step=null", "--sampler-option",
+      "last_step_size=0.1"], "--sampler-option last_step_size: applies only with a last step"),
+    (["sample", "--sampler", "ode-heun", "--clip-denoised", "yes"], "--clip-denoised: applies only with --sampler ddpm"),
+    (["sample", "--sampler", "ode-heun", "--clip-denoised", "no"], "--clip-denoised: applies only with --sampler ddpm"),
+    (["sample", "--method", "dog", "--autoguide", MISSING], "--autoguide: applies only with --method autoguidance"),
+    (["sample", "--method", "cfg", "--guide", MISSING], "--guide: applies only with --method dog"),
+    (["sample", "--method", "unguided", "--guide", MISSING], "--guide: applies only with --method dog"),
+    (["sample", "--method", "unguided", "--scale", "3"], "--scale: applies only with a guidance method"),
+    (["sweep", "--methods", "unguided,cfg", "--guide", MISSING, "--reference", MISSING],
+     "--guide: applies only with --method dog"),
+    (["demo", "--sampling-steps", "5,10"], "--sampling-steps: applies only with --ablation steps"),
+    (["demo", "--grid-w", "2"], "--grid-w: applies only with --ablation nine-grid"),
+    (["demo", "--blend", "0.3"], "--blend: applies only with --ablation nine-grid"),
+    (["demo", "--uncond-guide-steps", "5"], "--uncond-guide-steps: applies only with --ablation uncond-guide"),
+    (["demo", "--ablation-w", "2"], "--ablation-w: applies only with --ablation steps or uncond-guide"),
+    (["demo", "--ablation", "nine-grid", "--ablation-w", "2"], "--ablation-w: applies only with --ablation steps"),
+    (["demo", "--study-finetune-steps", "5"], "--study-finetune-steps: applies only with --study"),
+    (["demo", "--pretrain-steps", "5"], "--pretrain-steps: applies only with --pretrain"),
+])
+def test_issue_cases_are_refused_before_any_work(argv, message, tmp_path, capsys):
+    """Each option the issue found accepted and ignored; the demo ones started the full demo."""
+    model = ["--model", MISSING] if argv[0] in ("sample", "sweep") else ["--source", MISSING]
+    code, err = _run([*argv, *model, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pretrain_steps_reach_the_config_only_when_given():
+    from domain_guidance.cli.demo import config_from_args
+
+    parser = _subparsers()["demo"]
+    assert config_from_args(parser.parse_args(["--flow"])).pretrain_steps == 1000  # the flow variant's, not 9000
+    assert config_from_args(parser.parse_args(["--pretrain", "--pretrain-steps", "7"])).pretrain_steps == 7
+    assert "[default: 9000; --flow: 1000]" in " ".join(parser.format_help().split())  # --help still says it

@@ -23,7 +23,9 @@ def _fake_evaluate(samples, reference, metrics, output=None, **kw):
 
 
 def _sweep(checkpoints, out, *extra):
-    return main(["sweep", "--model", str(checkpoints / "ft"), "--guide", str(checkpoints / "pre"), "--reference",
+    methods = extra[extra.index("--methods") + 1] if "--methods" in extra else "unguided,cfg,dog"
+    guide = ["--guide", str(checkpoints / "pre")] if "dog" in methods.split(",") else []  # --guide is DoG's only
+    return main(["sweep", "--model", str(checkpoints / "ft"), *guide, "--reference",
                  str(checkpoints / "ref-fake.npz"), "--seeds", "0-2", "--steps", "3", "--device", "cpu",
                  "--out", str(out), *extra])
 
@@ -58,6 +60,7 @@ def test_rows_scored_against_another_reference_are_refused(checkpoints, tmp_path
     monkeypatch.setattr(sweep_module, "evaluate", _fake_evaluate)
     out = tmp_path / "sweep"
     assert _sweep(checkpoints, out, "--methods", "unguided") == 0
+    np.savez(tmp_path / "other.npz", arr_0=np.ones((3, 8, 8, 1), dtype=np.uint8))  # a reference that exists
     assert main(["sweep", "--model", str(checkpoints / "ft"), "--reference", str(tmp_path / "other.npz"),
                  "--methods", "unguided", "--seeds", "0-2", "--steps", "3", "--device", "cpu", "--out", str(out)]) == 2
     assert "rows scored another way (reference:" in capsys.readouterr().err
