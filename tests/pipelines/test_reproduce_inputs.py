@@ -51,6 +51,14 @@ def test_data_of_another_benchmark_is_refused_naming_both(tmp_path, capsys):
         reproduce(resolve("artbench10", "cpu-tiny", {"data": str(bare), "base": "b"}), out, progress=False)
 
 
+def test_missing_data_folder_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match=rf"--data {tmp_path / 'nope'}: no train/ folder inside"):
+        reproduce(resolve("artbench10", "cpu-tiny", {"data": str(tmp_path / "nope"), "base": "b"}), out,
+                  progress=False)
+    assert not (out / "reproduce_config.json").exists()  # a corrected --data into the same --out is not blocked
+
+
 def test_used_out_with_another_download_is_refused_naming_what_reproduce_accepts(tmp_path):
     from tests.io.prepare.test_prepare_inputs import _renamed_class
 

@@ -85,6 +85,9 @@ def check_before_work(cfg: ReproduceConfig, out: Path, stop_after: str) -> None:
     fine-tune in ``out`` made from other data or base weights (see ``inputs``)."""
     check_runnable(cfg, stop_after)
     folder = data_dir(cfg, out)
+    if cfg.data and not cfg.source and not (folder / cfg.train_split).is_dir():
+        raise FileNotFoundError(f"--data {folder}: no {cfg.train_split}/ folder inside; expected a folder made by "
+                                f"`dog data prepare {cfg.benchmark}` (or pass --from with the download)")
     if cfg.source or not (folder / cfg.train_split).is_dir():
         return  # prepared by this run: `dog data prepare` checks the folder, stage_finetune the fine-tune
     check_benchmark_data(cfg, folder, read_manifest(folder))
