@@ -64,10 +64,16 @@ class SinglePassConfig(ConfigMixin):
     enabled: bool = False
     w: float = 1.5  # the distilled guidance weight (w_cond: the default w recorded for sampling)
     start_step: int = 0  # late start: no offset up to this optimizer step (DogFit: 12000 of 24000)
-    cutoff: float | None = None  # offset only where the normalised noise level (1 = noise) is below it (DogFit ~0.4-0.6)
-    w_cond: bool = False  # w as a model input: w = 1 + z, z ~ Exp(w_rate), one model for every w
+    cutoff: float | None = None  # offset only on this share of the noise range, from cutoff_side (DogFit ~0.4-0.6)
+    # low-noise: noise level (1 = noise) < cutoff; high-noise: 1 - noise level < cutoff; release: DogFit's scripts
+    # (DiT low-noise, SiT high-noise: both compare their own time variable with mg_high); docs/protocols.md
+    cutoff_side: str = "low-noise"
+    w_cond: bool = False  # w as a model input, drawn per sample (w_dist), one model for every w
+    w_dist: str = "exponential"  # exponential: w = 1 + z, z ~ Exp(w_rate), clipped at w_max; uniform: [w_min, w_max]
     w_rate: float = 1.0
-    w_max: float | None = None  # clip drawn w (None: no clip)
+    w_rate_from: list[float] | None = None  # [U, p]: w_rate = -ln(1 - p) / (U - 1), DogFit's rule (P(w < U) = p)
+    w_min: float = 1.0  # uniform only: the lower end
+    w_max: float | None = None  # exponential: clip drawn w (None: no clip); uniform: the upper end (DogFit: 3, 5, 7)
 
 
 @dataclass
@@ -213,6 +219,17 @@ class TrainConfig(ConfigMixin):
                              f"got {sp.cutoff}")
         if not (finite(sp.w_rate) and sp.w_rate > 0):
             raise ValueError(f"single_pass.w_rate must be > 0, got {sp.w_rate}")
+        if sp.cutoff_side not in ("low-noise", "high-noise", "release"):
+            raise ValueError(f"single_pass.cutoff_side must be low-noise, high-noise or release, got {sp.cutoff_side!r}")
+        if sp.w_dist not in ("exponential", "uniform"):
+            raise ValueError(f"single_pass.w_dist must be exponential or uniform, got {sp.w_dist!r}")
+        if sp.w_dist == "uniform" and not (sp.w_max is not None and finite(sp.w_min) and sp.w_min < sp.w_max):
+            raise ValueError(f"single_pass.w_dist=uniform draws w in [w_min, w_max]: needs a finite w_min < w_max, "
+                             f"got w_min={sp.w_min}, w_max={sp.w_max}")
+        if sp.w_rate_from is not None and not (len(sp.w_rate_from) == 2 and finite(sp.w_rate_from[0])
+                                               and sp.w_rate_from[0] > 1 and 0 < sp.w_rate_from[1] < 1):
+            raise ValueError(f"single_pass.w_rate_from must be [U, p] with U > 1 and 0 < p < 1 (rate -ln(1 - p) / "
+                             f"(U - 1)), got {sp.w_rate_from}")
         if sp.w_max is not None and not (finite(sp.w_max) and sp.w_max > 1.0):
             raise ValueError(f"single_pass.w_max must be > 1 or null, got {sp.w_max}")
         if sp.w_cond and self.mode == "lora":

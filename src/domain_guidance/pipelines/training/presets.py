@@ -32,6 +32,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         ckpt_every=1000, keep_last=3, sample_every=2000,
         data=dict(resolution=256, channels=3, random_flip=True, latent_cache=True),
         grid=dict(num=8, sampler="ddpm", steps=50, scale=1.5, methods=["unguided", "dog"]), out="runs/dit-xl2-dogfit"),
+    # DiffFit (Xie et al. 2023) on the published recipe: biases, per-block scale factors and the label table only,
+    # at 10x the full fine-tune's learning rate (the paper's best is about 10x the pre-training rate, docs/protocols.md)
+    "dit-xl2-imagenet-difffit": dict(
+        init="base", mode="difffit", base_which="ema", vae="stabilityai/sd-vae-ft-ema", label_dropout=0.1,
+        lr=1e-3, weight_decay=0.0, batch_size=32, steps=24000, ema=dict(decay=0.9999, warmup="none"), grad_clip=None,
+        precision="fp32", tf32=True, log_every=100, ckpt_every=1000, keep_last=3, sample_every=2000,
+        data=dict(resolution=256, channels=3, random_flip=True, latent_cache=True),
+        grid=dict(num=8, sampler="ddpm", steps=50, scale=1.5), out="runs/dit-xl2-difffit"),
     # Ours (not published): the same recipe with LoRA; the guide is the base with the adapter off.
     "dit-xl2-imagenet-lora": dict(
         init="base", mode="lora", base_which="ema", vae="stabilityai/sd-vae-ft-ema", label_dropout=0.1,

@@ -7,14 +7,16 @@ being trained (at w = 1 when w is an input) and ``eps_pre`` the frozen pre-train
 own null label. The offset is the DoG offset the sampler's rule (``apply_guidance``) adds to the
 conditional prediction (tested against the sampler), so a model that fits it samples like DoG with
 one network evaluation per step (unguided sampling). Options, as DogFit: a late start (no offset up to ``start_step``),
-a noise-range cut-off (offset only where the normalised noise level is below ``cutoff``), and w as
-a model input (``w = 1 + z``, ``z ~ Exp(w_rate)``, drawn per sample from its own seed) so one model
-serves every w. Rows without an offset (before the start, past the cut-off, label dropped) see
+a noise-range cut-off (offset only on the share ``cutoff`` of the noise range at the low-noise end,
+or at the end DogFit's scripts use: ``cutoff_side``), and w as a model input (``w = 1 + z``,
+``z ~ Exp(w_rate)``, or uniform in [w_min, w_max], drawn per sample from its own seed) so one model
+serves every w. docs/protocols.md lists where we differ from DogFit's released code. Rows without an offset (before the start, past the cut-off, label dropped) see
 w = 1 and the plain target.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Callable
 
 import torch
@@ -75,13 +77,30 @@ def guided_losses(out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: tor
     return flow_matching_losses(out, x0 + offset, noise)
 
 
-def draw_w(rng: PerSampleNoise, rate: float, w_max: float | None) -> torch.Tensor:
-    """(N,) guidance weights w = 1 + z, z ~ Exp(rate), from each sample's own stream (inverse CDF)."""
+def draw_w(rng: PerSampleNoise, rate: float, w_max: float | None, dist: str = "exponential",
+           w_min: float = 1.0) -> torch.Tensor:
+    """(N,) guidance weights from each sample's own stream (inverse CDF): exponential, w = 1 + z with
+    z ~ Exp(rate) clipped at ``w_max``; uniform, w in [w_min, w_max) (DogFit's two choices)."""
     u = rng.rand().double()  # [0, 1)
+    if dist == "uniform":
+        if w_max is None:
+            raise ValueError("uniform w draws need w_max (the upper end)")
+        return (w_min + (w_max - w_min) * u).float()
     w = 1.0 - torch.log1p(-u) / rate
     if w_max is not None:
         w = w.clamp(max=w_max)
     return w.float()
+
+
+def exponential_rate(upper: float, p: float) -> float:
+    """DogFit's rate for w - 1 ~ Exp(rate): -ln(1 - p) / (upper - 1), so that a share ``p`` of the draws is below
+    ``upper``."""
+    return -math.log1p(-p) / (upper - 1.0)
+
+
+def signal_level(t: torch.Tensor, flow: bool, num_timesteps: int) -> torch.Tensor:
+    """1 - noise level, in each model's own time: SiT time t itself (1 = data), DiT 1 - step / (T - 1)."""
+    return t.float() if flow else 1.0 - t.float() / (num_timesteps - 1)
 
 
 class SinglePassTarget:
@@ -102,17 +121,25 @@ class SinglePassTarget:
 
     def weights(self, rng: PerSampleNoise) -> torch.Tensor:
         """(N,) w per sample: drawn when w is a model input, else the configured w."""
-        if self.cfg.w_cond:
-            return draw_w(rng, self.cfg.w_rate, self.cfg.w_max)
-        return torch.full((len(rng),), float(self.cfg.w), device=rng.device)
+        c = self.cfg
+        if c.w_cond:
+            rate = exponential_rate(*c.w_rate_from) if c.w_rate_from else c.w_rate
+            return draw_w(rng, rate, c.w_max, c.w_dist, c.w_min)
+        return torch.full((len(rng),), float(c.w), device=rng.device)
+
+    def cutoff_side(self) -> str:
+        """low-noise or high-noise: where the offset applies (``release``: DiT low-noise, SiT high-noise)."""
+        side = self.cfg.cutoff_side
+        return ("high-noise" if self.flow else "low-noise") if side == "release" else side
 
     def active(self, t: torch.Tensor, step: int, kept: torch.Tensor) -> torch.Tensor:
         """(N,) bool: rows that get the offset at optimizer step ``step`` (1-based); ``kept``: label not dropped."""
         if step <= self.cfg.start_step:
             return torch.zeros_like(kept)
         on = kept.clone()
-        if self.cfg.cutoff is not None:
-            on &= noise_level(t, self.flow, self.num_timesteps) < self.cfg.cutoff
+        if self.cfg.cutoff is not None:  # the share `cutoff` of the noise range at one end
+            level = noise_level if self.cutoff_side() == "low-noise" else signal_level
+            on &= level(t, self.flow, self.num_timesteps) < self.cfg.cutoff
         return on
 
     def _guide(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -150,7 +177,11 @@ class SinglePassTarget:
     def record(self, base_sha256: str | None) -> dict[str, Any]:
         """What a checkpoint records: guidance-distilled, for which w (or w as an input), and how."""
         c = self.cfg
-        return {"method": "dog-single-pass", "w": c.w, "w_cond": c.w_cond, "w_rate": c.w_rate if c.w_cond else None, "w_max": c.w_max if c.w_cond else None,
+        rate = (exponential_rate(*c.w_rate_from) if c.w_rate_from else c.w_rate) if c.w_cond else None
+        return {"method": "dog-single-pass", "w": c.w, "w_cond": c.w_cond, "w_rate": rate if c.w_dist == "exponential" else None,
+                "w_max": c.w_max if c.w_cond else None,
+                **({"w_dist": c.w_dist, "w_min": c.w_min} if c.w_cond and c.w_dist != "exponential" else {}),
                 "start_step": c.start_step, "cutoff": c.cutoff, "guide_sha256": base_sha256,
+                **({"cutoff_side": self.cutoff_side()} if c.cutoff is not None and c.cutoff_side != "low-noise" else {}),
                 "sampling": "unguided (one network evaluation per step)"
                 + (f"; choose w with --model-w (default {c.w:g})" if c.w_cond else "")}
