@@ -13,8 +13,8 @@ from domain_guidance.core.flow.path import DIFFUSION_FORMS
 from domain_guidance.core.flow.samplers import LAST_STEPS
 from domain_guidance.core.guidance import METHODS
 from domain_guidance.core.sampling import SAMPLERS
-from domain_guidance.pipelines.applicability import (DEMO_RULES, EVERYWHERE, RULES, SAMPLER_OPTION_RULES,
-                                                     SAMPLING_RULES, Context)
+from domain_guidance.pipelines.applicability import (DEMO_RULES, EVERYWHERE, METRIC_RULES, RULES,
+                                                     SAMPLER_OPTION_RULES, SAMPLING_RULES, Context)
 from domain_guidance.pipelines.demo.study_config import ABLATIONS
 
 MISSING = "/nonexistent/model-for-applicability"  # every run that passes the check stops at loading it
@@ -35,6 +35,8 @@ FLAG_VALUES = {
     "ablation_w": lambda s: ["--ablation-w", "2"], "sampling_steps": lambda s: ["--sampling-steps", "5"],
     "uncond_guide_steps": lambda s: ["--uncond-guide-steps", "5"],
     "grid_w": lambda s: ["--grid-w", "2"], "blend": lambda s: ["--blend", "0.3"],
+    "inception_weights": lambda s: ["--inception-weights", MISSING], "dinov2": lambda s: ["--dinov2", MISSING],
+    "fd_method": lambda s: ["--fd-method", "eigh"], "prdc_k": lambda s: ["--prdc-k", "3"],
 }
 
 
@@ -52,8 +54,8 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command, rules", [("sample", SAMPLING_RULES), ("sweep", SAMPLING_RULES),
-                                            ("demo", DEMO_RULES)])
+@pytest.mark.parametrize("command, rules", [("sample", SAMPLING_RULES), ("sweep", SAMPLING_RULES + METRIC_RULES),
+                                            ("demo", DEMO_RULES), ("evaluate", METRIC_RULES)])
 def test_every_option_of_a_command_is_declared(command, rules):
     dests = _dests(command) - {"func", "default_of"}
     ruled = {r.option for r in rules}
@@ -68,7 +70,7 @@ def test_every_sampler_option_is_declared_and_every_rule_names_a_real_option():
     taken = set().union(*(set(spec.options) for spec in SAMPLERS.values()))
     ruled = {r.option for r in SAMPLER_OPTION_RULES}
     assert taken == EVERYWHERE["sampler options"] | ruled
-    commands = set().union(*(_dests(c) for c in ("sample", "sweep", "demo")))
+    commands = set().union(*(_dests(c) for c in ("sample", "sweep", "demo", "evaluate")))
     assert {r.option for r in RULES} <= commands | taken  # no rule for an option nothing takes
 
 
@@ -103,6 +105,25 @@ def test_dog_sweep_refuses_each_rule_wherever_it_does_not_apply(rule, tmp_path, 
                 *FLAG_VALUES[rule.option](sampler)]
         _check(rule, Context(sampler=sampler, methods=frozenset(methods)), *_run(argv, capsys))
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("rule", METRIC_RULES, ids=lambda r: r.option)
+def test_dog_evaluate_and_sweep_refuse_each_metric_rule_wherever_it_does_not_apply(rule, tmp_path, capsys):
+    from domain_guidance.pipelines.metrics import METRICS
+
+    subsets = [c for n in (1, 2) for c in itertools.combinations(sorted(METRICS), n)]
+    out = tmp_path / "out"
+    for metrics in subsets:
+        context = Context(metrics=frozenset(metrics))
+        given = FLAG_VALUES[rule.option]("ddpm")
+        if rule.option in _dests("evaluate"):
+            argv = ["evaluate", MISSING, MISSING, "--metrics", ",".join(metrics), "--out", str(out / "m.json"), *given]
+            _check(rule, context, *_run(argv, capsys))
+        if rule.option in _dests("sweep"):
+            argv = ["sweep", "--model", MISSING, "--reference", MISSING, "--methods", "unguided", "--out", str(out),
+                    "--metrics", ",".join(metrics), *given]
+            _check(rule, context, *_run(argv, capsys))
+        assert not out.exists()
 
 
 def _option_contexts(sampler: str):

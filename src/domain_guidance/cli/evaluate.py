@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="result JSON (default: DIR/metrics.json for a `dog sample` output "
                                                "DIR, X.metrics.json beside X.npz, FOLDER.metrics.json beside an "
                                                "image FOLDER)")
-    p.set_defaults(func=run_evaluate)
+    p.set_defaults(func=run_evaluate, default_of=p.get_default)  # default_of: which options the command line gave
 
     s = sub.add_parser("sweep", help="unguided / CFG / DoG (/ autoguidance) over a list of w: samples, metrics, "
                        "table, plots",
@@ -102,7 +102,16 @@ def _samples_path(samples: str) -> tuple[Path, dict | None, Path]:
     return path, generation, default_out
 
 
+def _refuse_inapplicable_metric_options(args: argparse.Namespace) -> None:
+    """Refuse an extractor's or metric's option without that metric (--prdc-k without prdc...), before any work."""
+    from ..pipelines.applicability import METRIC_RULES, Context
+    from .sample import refuse_inapplicable
+
+    refuse_inapplicable(args, Context(metrics=frozenset(m.strip() for m in args.metrics.split(","))), METRIC_RULES)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    _refuse_inapplicable_metric_options(args)
     from ..io.atomic import write_json
     from ..io.distributed import pick_device
     from ..pipelines.metrics import evaluate
@@ -141,6 +150,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     methods = frozenset(m.strip() for m in args.methods.split(","))
     refuse_inapplicable(args, Context(sampler=args.sampler, methods=methods), SAMPLING_RULES)  # e.g. --guide, no dog
+    _refuse_inapplicable_metric_options(args)
     cfg = SweepConfig(model=args.model, guide=args.guide, autoguide=args.autoguide, reference=args.reference,
                       methods=args.methods.split(","), scales=[float(w) for w in args.scales.split(",")],
                       metrics=args.metrics.split(","), seeds=parse_seeds(args.seeds), sampler=args.sampler,

@@ -3,8 +3,8 @@
 A ``Rule`` says of one option (a sampler option, a generation setting, a demo option) what it needs to
 do anything (a sampler, a method, a mode) as a predicate over the run's ``Context``. ``EVERYWHERE``
 lists, per command, the options that apply in every context. Every option a command takes is in one
-of the two (tests walk both): ``dog sample``, ``dog sweep`` and ``dog demo`` call ``check_applicable``
-with the options the user gave before any model loads or anything is written, and
+of the two (tests walk both): ``dog sample``, ``dog sweep``, ``dog demo`` and ``dog evaluate`` call
+``check_applicable`` with the options the user gave before any model loads or anything is written, and
 ``GenerationSettings`` checks its sampler options the same way.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Context:
     study: bool = False  # dog demo --study
     ablations: frozenset[str] = frozenset()  # dog demo --ablation names
     pretrain: bool = False  # dog demo --pretrain
+    metrics: frozenset[str] = frozenset({"fid"})  # dog evaluate / dog sweep --metrics
 
     def describe(self, on: str) -> str:
         """This run's value of ``on``, in words."""
@@ -35,6 +36,8 @@ class Context:
             return f"the method{'s are' if len(self.methods) > 1 else ' is'} {', '.join(sorted(self.methods))}"
         if on in ("diffusion_form", "last_step"):
             return f"{on} is {self.options.get(on, {'diffusion_form': 'sigma', 'last_step': 'Mean'}[on])!r}"
+        if on == "metrics":
+            return f"the metric{'s are' if len(self.metrics) > 1 else ' is'} {', '.join(sorted(self.metrics))}"
         if on == "ablations":
             return (f"the ablations are {', '.join(sorted(self.ablations))}" if self.ablations
                     else "no --ablation is given")
@@ -104,7 +107,20 @@ DEMO_RULES: tuple[Rule, ...] = (
     Rule("grid_w", "--grid-w", "only with --ablation nine-grid", "ablations", lambda c: "nine-grid" in c.ablations),
     Rule("blend", "--blend", "only with --ablation nine-grid", "ablations", lambda c: "nine-grid" in c.ablations),
 )
-RULES: tuple[Rule, ...] = SAMPLER_OPTION_RULES + SAMPLING_RULES + DEMO_RULES
+INCEPTION_METRICS = frozenset({"fid", "kid", "prdc"})
+DINOV2_METRICS = frozenset({"fd_dinov2", "kid_dinov2", "prdc_dinov2"})
+# dog evaluate / dog sweep: options of one feature extractor or one metric
+METRIC_RULES: tuple[Rule, ...] = (
+    Rule("inception_weights", "--inception-weights", "only with an Inception metric (fid, kid, prdc)", "metrics",
+         lambda c: bool(c.metrics & INCEPTION_METRICS)),
+    Rule("dinov2", "--dinov2", "only with a DINOv2 metric (fd_dinov2, kid_dinov2, prdc_dinov2)", "metrics",
+         lambda c: bool(c.metrics & DINOV2_METRICS)),
+    Rule("fd_method", "--fd-method", "only with a Frechet distance (fid, fd_dinov2)", "metrics",
+         lambda c: bool(c.metrics & {"fid", "fd_dinov2"})),
+    Rule("prdc_k", "--prdc-k", "only with prdc or prdc_dinov2", "metrics",
+         lambda c: bool(c.metrics & {"prdc", "prdc_dinov2"})),
+)
+RULES: tuple[Rule, ...] = SAMPLER_OPTION_RULES + SAMPLING_RULES + DEMO_RULES + METRIC_RULES
 
 # options that apply in every context of a command (argparse dests; sampler options by name)
 EVERYWHERE: dict[str, frozenset[str]] = {
@@ -116,8 +132,9 @@ EVERYWHERE: dict[str, frozenset[str]] = {
                          "labels", "batch_size", "shard_size", "vae", "latent_scale", "which", "device", "precision",
                          "compile", "png", "out", "overwrite", "no_progress"}),
     "sweep": frozenset({"model", "reference", "methods", "seeds", "sampler", "steps", "prediction", "batch_size",
-                        "precision", "compile", "vae", "metrics", "inception_weights", "dinov2", "fd_method",
-                        "device", "out", "overwrite"}),
+                        "precision", "compile", "vae", "metrics", "device", "out", "overwrite"}),
+    "evaluate": frozenset({"samples", "reference", "metrics", "device", "reference_cache", "batch_size", "precision",
+                           "out", "allow_incomplete", "allow_shape_mismatch"}),
     "demo": frozenset({"quick", "full", "flow", "out", "source", "pretrain", "finetune_steps", "finetune_lr",
                        "images_per_class", "samples", "w", "seeds", "steps", "sampler", "reference_images",
                        "dog_interval", "also_without_dropout", "no_fid", "no_progress", "study", "ablation"}),
