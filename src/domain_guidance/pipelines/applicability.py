@@ -127,7 +127,7 @@ EVERYWHERE: dict[str, frozenset[str]] = {
     "sampler options": frozenset({"diffusion_form", "diffusion_norm", "last_step", "atol", "rtol",
                                   # the diffusers schedulers' (core.diffusers_samplers)
                                   "order", "algorithm_type", "solver_type", "use_karras_sigmas", "timestep_spacing",
-                                  "s_churn"}),
+                                  "s_churn", "shift"}),
     "sample": frozenset({"model", "prediction", "model_w", "method", "sampler", "steps", "sampler_options", "seeds",
                          "labels", "batch_size", "shard_size", "vae", "latent_scale", "which", "device", "precision",
                          "compile", "png", "out", "overwrite", "no_progress"}),
