@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ...io.atomic import write_json
 from ...io.data import load_builtin
+from ...io.locks import folder_lock
 from ..generate import GenerationSettings, balanced_labels, generate, load_models, load_samples, settings_key
 from ..training import find_latest, resolve_config, train
 from . import analysis
@@ -201,6 +202,11 @@ def assemble(cfg: DemoConfig, runs: list[dict[str, Any]], floors: list[dict[str,
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the whole benchmark; writes ``results.json`` and ``report.md`` to ``cfg.out`` and returns the results."""
     cfg.validate()
+    with folder_lock(cfg.out):  # a second demo into the same --out is refused while this one runs
+        return _run_demo_locked(cfg)
+
+
+def _run_demo_locked(cfg: DemoConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "demo_config.json", cfg.to_dict())

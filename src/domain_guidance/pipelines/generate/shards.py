@@ -25,6 +25,7 @@ from ...core.precision import CompiledModule
 from ...core.sampling import check_prediction, get_sampler
 from ...io.atomic import write_json
 from ...io.distributed import DistInfo, barrier
+from ...io.locks import folder_lock
 from ...io.images import save_grid, save_npz, save_png, to_uint8
 from .models import Models, build_denoiser, compile_models, evaluations_per_image, sample_images, settings_key
 from .settings import GenerationSettings
@@ -148,59 +149,60 @@ def generate(settings: GenerationSettings, models: Models, out: str | Path, *, b
         raise ValueError(f"labels: {bad[0]} is out of range; the model has classes 0..{models.config.num_classes - 1}")
     denoiser = build_denoiser(settings, models)  # refuses an impossible method before anything is written
     check_prediction(get_sampler(settings.sampler), denoiser)  # and a model the sampler cannot integrate
-    key, identity = settings_key(settings, models), _identity_record(settings, models)
-    earlier_nfe = _recorded(out / RECORD, key, NFE)  # kept by a rerun that has nothing left to generate
-    if not overwrite:
-        _check_folder(out, key, identity, settings)
-    barrier(dist)
-    seeds, labels = settings.seeds, settings.labels
-    n_shards = -(-len(seeds) // shard_size)
-    record = {"format": FORMAT_TAG, "version": 2, "key": key, "status": "in progress", **identity,
-              "settings": settings.to_dict(), "sources": models.sources, "num_samples": len(seeds),
-              "shard_size": shard_size, "shards": n_shards}
-    if dist.is_main:
-        if overwrite:
-            _clear(out)
-        write_json(out / RECORD, record)  # before any shard: a killed run still says what its shards are
-    barrier(dist)
+    with folder_lock(out, dist):  # one writer per folder: a second run into it is refused, not mixed in
+        key, identity = settings_key(settings, models), _identity_record(settings, models)
+        earlier_nfe = _recorded(out / RECORD, key, NFE)  # kept by a rerun that has nothing left to generate
+        if not overwrite:
+            _check_folder(out, key, identity, settings)
+        barrier(dist)
+        seeds, labels = settings.seeds, settings.labels
+        n_shards = -(-len(seeds) // shard_size)
+        record = {"format": FORMAT_TAG, "version": 2, "key": key, "status": "in progress", **identity,
+                  "settings": settings.to_dict(), "sources": models.sources, "num_samples": len(seeds),
+                  "shard_size": shard_size, "shards": n_shards}
+        if dist.is_main:
+            if overwrite:
+                _clear(out)
+            write_json(out / RECORD, record)  # before any shard: a killed run still says what its shards are
+        barrier(dist)
 
-    mine = [k for k in range(n_shards) if k % dist.world_size == dist.rank]
-    todo = []
-    for k in mine:
-        lo, hi = k * shard_size, (k + 1) * shard_size
-        meta = _read_shard_meta(_shard_path(out, k))
-        if meta is None or meta["seeds"] != seeds[lo:hi] or meta["labels"] != labels[lo:hi] or meta["key"] != key:
-            todo.append(k)
-    n_todo = sum(len(seeds[k * shard_size:(k + 1) * shard_size]) for k in todo)
-    bar = tqdm(total=n_todo, unit="img", desc=f"rank {dist.rank} sampling", disable=not progress)
-    t0 = time.time()
-    for k in todo:
-        lo, hi = k * shard_size, (k + 1) * shard_size
-        images = []
-        for b in range(lo, min(hi, len(seeds)), batch_size):
-            part = GenerationSettings.from_dict({**settings.to_dict(), "seeds": seeds[b:min(b + batch_size, hi)],
-                                                 "labels": labels[b:min(b + batch_size, hi)]})
-            x = sample_images(part, models, denoiser, device=dist.device)  # (n, C, H, W) in [-1, 1]
-            images.append(to_uint8(x).cpu())
-            bar.update(len(part.seeds))
-            bar.set_postfix(img_per_s=f"{bar.n / max(time.time() - t0, 1e-9):.2f}")
-        batch = torch.cat(images)
-        if png_dir:
-            for img, seed in zip(batch, seeds[lo:hi]):
-                save_png(img, out / "images" / f"{seed:06d}.png")
-        save_npz(_shard_path(out, k), batch, labels=np.array(labels[lo:hi]), seeds=np.array(seeds[lo:hi]),
-                 key=np.array(key))
-    bar.close()
-    nfe = evaluations_per_image(denoiser, n_todo) if n_todo else earlier_nfe
-    barrier(dist)
-    record.update(status="complete", generated_now=n_todo, seconds=round(time.time() - t0, 3), **{NFE: nfe})
-    if compile:
-        record["compile"] = compile_record(denoiser)
-    if dist.is_main:
-        merge_shards(out, n_shards)
-        write_json(out / RECORD, record)
-    barrier(dist)
-    return record
+        mine = [k for k in range(n_shards) if k % dist.world_size == dist.rank]
+        todo = []
+        for k in mine:
+            lo, hi = k * shard_size, (k + 1) * shard_size
+            meta = _read_shard_meta(_shard_path(out, k))
+            if meta is None or meta["seeds"] != seeds[lo:hi] or meta["labels"] != labels[lo:hi] or meta["key"] != key:
+                todo.append(k)
+        n_todo = sum(len(seeds[k * shard_size:(k + 1) * shard_size]) for k in todo)
+        bar = tqdm(total=n_todo, unit="img", desc=f"rank {dist.rank} sampling", disable=not progress)
+        t0 = time.time()
+        for k in todo:
+            lo, hi = k * shard_size, (k + 1) * shard_size
+            images = []
+            for b in range(lo, min(hi, len(seeds)), batch_size):
+                part = GenerationSettings.from_dict({**settings.to_dict(), "seeds": seeds[b:min(b + batch_size, hi)],
+                                                     "labels": labels[b:min(b + batch_size, hi)]})
+                x = sample_images(part, models, denoiser, device=dist.device)  # (n, C, H, W) in [-1, 1]
+                images.append(to_uint8(x).cpu())
+                bar.update(len(part.seeds))
+                bar.set_postfix(img_per_s=f"{bar.n / max(time.time() - t0, 1e-9):.2f}")
+            batch = torch.cat(images)
+            if png_dir:
+                for img, seed in zip(batch, seeds[lo:hi]):
+                    save_png(img, out / "images" / f"{seed:06d}.png")
+            save_npz(_shard_path(out, k), batch, labels=np.array(labels[lo:hi]), seeds=np.array(seeds[lo:hi]),
+                     key=np.array(key))
+        bar.close()
+        nfe = evaluations_per_image(denoiser, n_todo) if n_todo else earlier_nfe
+        barrier(dist)
+        record.update(status="complete", generated_now=n_todo, seconds=round(time.time() - t0, 3), **{NFE: nfe})
+        if compile:
+            record["compile"] = compile_record(denoiser)
+        if dist.is_main:
+            merge_shards(out, n_shards)
+            write_json(out / RECORD, record)
+        barrier(dist)
+        return record
 
 
 NFE = "network_evaluations_per_image"  # settings.json: per-sample network calls per image, by branch and total

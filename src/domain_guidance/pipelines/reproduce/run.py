@@ -18,6 +18,7 @@ from typing import Any
 from ...io.atomic import write_json
 from ...io.data.prepare import prepare_dataset, read_manifest
 from ...io.distributed import DistInfo, barrier, init_distributed, shutdown
+from ...io.locks import folder_lock
 from ..generate import GenerationSettings, balanced_labels, generate, load_models
 from ..training import find_latest, resolve_config, train
 from .benchmarks import benchmark
@@ -163,8 +164,13 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, *, stop_after: str = "table
     if stop_after not in STAGES:
         raise ValueError(f"stop_after: expected one of {list(STAGES)}, got {stop_after!r}")
     benchmark(cfg.benchmark)
-    out = Path(out).expanduser()
-    check_before_work(cfg, out, stop_after)
+    check_before_work(cfg, Path(out).expanduser(), stop_after)
+    with folder_lock(out):  # torchrun: rank 0 holds it (the RANK variable), for every stage
+        return _reproduce_locked(cfg, Path(out).expanduser(), stop_after, progress, extractors)
+
+
+def _reproduce_locked(cfg: ReproduceConfig, out: Path, stop_after: str, progress: bool,
+                      extractors: dict[str, Any] | None) -> dict[str, Any]:
     last = STAGES.index(stop_after)
     report: dict[str, Any] = {"benchmark": cfg.benchmark, "out": str(out), "stages": {}}
     times = report["stages"]

@@ -19,6 +19,7 @@ from .sampling import sample_points
 from .config import ToyConfig
 from .scenario import Scenario, build_scenario
 from ...io.atomic import write_bytes
+from ...io.locks import folder_lock
 
 METHODS = ("cfg", "dog")
 
@@ -137,6 +138,13 @@ def run_toy(config: ToyConfig | None = None, out_dir: str | Path | None = None,
     Returns the results dict (the content of metrics.json, plus "samples" and "labels" arrays).
     """
     config = config or ToyConfig()
+    if out_dir is not None:
+        with folder_lock(out_dir):  # a second toy run into the same folder is refused while this one runs
+            return _run_toy(config, out_dir, log)
+    return _run_toy(config, out_dir, log)
+
+
+def _run_toy(config: ToyConfig, out_dir: str | Path | None, log: Callable[[str], None]) -> dict:
     t_start = time.perf_counter()
     results: dict = {"config": config.to_dict(), "tracks": {}, "timing_s": {},
                      "notes": {"w=1": "CFG and DoG are identical at w = 1 (unguided); sampled once",

@@ -32,6 +32,7 @@ from ...core.flow import flow_matching_losses, flow_training_inputs
 from ...core.precision import maybe_compile
 from ...core.seeds import PerSampleNoise
 from ...io.atomic import write_json
+from ...io.locks import folder_lock
 from .config import TrainConfig
 from .data import TrainData, prepare_data
 from .distributed import (STREAM_GLOBAL_RNG, DistInfo, StepKeys, all_reduce_mean, barrier, derive_seed,
@@ -69,7 +70,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     cfg = config.validate()
     dist = init_distributed(cfg.device, cfg.dist_timeout_s)
     try:
-        return _Trainer(cfg, dist, resume).run()
+        with folder_lock(cfg.out, dist):  # one run per run directory (rank 0 holds it for all ranks)
+            return _Trainer(cfg, dist, resume).run()
     finally:
         shutdown(dist)
 

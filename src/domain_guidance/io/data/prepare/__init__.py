@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ...locks import folder_lock
 from . import artbench10, caltech101, cub200, df20_mini, food101, stanford_cars, sun397
 from .common import HASHES, MANIFEST, Plan, read_manifest, write_plan
 from .sources import Source, inner_archives, open_source
@@ -52,6 +53,7 @@ def prepare_dataset(name: str, source: str | Path | list, out: str | Path, *, ov
     dataset_module(name)
     src = open_source(source)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(folder_lock(out))  # one writer per prepared folder, from the check to the manifest
         plan, used = _plan(name, src, Path(out).expanduser(), stack, options)
         return write_plan(plan, used, out, overwrite=overwrite, workers=workers, progress=progress, remedy=remedy)
 
