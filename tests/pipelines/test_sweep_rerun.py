@@ -42,18 +42,36 @@ def test_rerun_adds_rows_and_refuses_other_steps(checkpoints, tmp_path, monkeypa
     assert [(r["method"], r["w"]) for r in rows] == [("unguided", 1.0), ("dog", 2.0), ("dog", 3.0)]
     assert rows[:2] == first
     assert "| dog | 3 |" in (out / "table.md").read_text() and "| dog | 2 |" in (out / "table.md").read_text()
-    # the same w with other steps must not reuse 3-step samples under a 5-step label
+    # other steps, even for a new w: 5-step rows must not join a table of 3-step ones (README: refused)
     capsys.readouterr()
-    assert _sweep(checkpoints, out, "--methods", "dog", "--scales", "2", "--steps", "5") == 2
-    err = capsys.readouterr().err
-    assert "settings.steps: '3' -> '5'" in err and "--overwrite" in err
+    for scale in ("2", "4"):
+        assert _sweep(checkpoints, out, "--methods", "dog", "--scales", scale, "--steps", "5") == 2
+        err = capsys.readouterr().err
+        assert "holds rows scored another way (steps: '3' -> '5')" in err and "--overwrite" in err
     assert json.loads((out / "results.json").read_text())["rows"] == rows  # nothing lost
-    # --overwrite replaces that run and its row, keeps the others
+    assert not (out / "dog-w4").exists()  # refused before any sample was drawn
+    # --overwrite replaces the sweep: its earlier rows are dropped, the run redone with 5 steps
     assert _sweep(checkpoints, out, "--methods", "dog", "--scales", "2", "--steps", "5", "--overwrite") == 0
-    new = json.loads((out / "results.json").read_text())["rows"]
-    assert [(r["method"], r["w"]) for r in new] == [("unguided", 1.0), ("dog", 2.0), ("dog", 3.0)]
-    assert new[0] == rows[0] and new[2] == rows[2] and new[1]["settings_key"] != rows[1]["settings_key"]
+    new = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["w"]) for r in new["rows"]] == [("dog", 2.0)] and new["config"]["steps"] == "5"
+    assert new["rows"][0]["settings_key"] != rows[1]["settings_key"]
     assert json.loads((out / "dog-w2" / "settings.json").read_text())["settings"]["steps"] == "5"
+
+
+def test_sweep_rerun_with_another_model_or_without_the_guide_is_refused_naming_the_field(checkpoints, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """Regression: a rerun with another --model, or without --guide, merged its rows into the old table."""
+    monkeypatch.setattr(sweep_module, "evaluate", _fake_evaluate)
+    out = tmp_path / "sweep"
+    assert _sweep(checkpoints, out, "--methods", "unguided,dog", "--scales", "2") == 0
+    before = (out / "results.json").read_text()
+    capsys.readouterr()
+    assert _sweep(checkpoints, out, "--methods", "cfg", "--scales", "3") == 2  # no --guide: the DoG rows had one
+    assert f"rows scored another way (guide: '{checkpoints / 'pre'}' -> None)" in capsys.readouterr().err
+    assert main(["sweep", "--model", str(checkpoints / "pre"), "--reference", str(checkpoints / "ref-fake.npz"),
+                 "--methods", "unguided", "--seeds", "0-2", "--steps", "3", "--device", "cpu", "--out", str(out)]) == 2
+    assert f"model: '{checkpoints / 'ft'}' -> '{checkpoints / 'pre'}'" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == before and not (out / "cfg-w3").exists()
 
 
 def test_rows_scored_against_another_reference_are_refused(checkpoints, tmp_path, monkeypatch, capsys):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 METRIC_HELP = "metrics: fid, kid, prdc (Inception); fd_dinov2, kid_dinov2, prdc_dinov2 (DINOv2)"
@@ -42,7 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "published statistics use; another is recorded in the result and in cached statistics")
     p.add_argument("--out", default=None, help="result JSON (default: DIR/metrics.json for a `dog sample` output "
                                                "DIR, X.metrics.json beside X.npz, FOLDER.metrics.json beside an "
-                                               "image FOLDER)")
+                                               "image FOLDER); results of other inputs or settings already in it "
+                                               "are kept, keyed")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="score a `dog sample` output whose run has not finished (recorded in the result); "
+                        "default: refuse")
+    p.add_argument("--allow-shape-mismatch", action="store_true",
+                   help="score samples whose channels or resolution differ from the reference's (recorded as a "
+                        "warning in the result); default: refuse")
     p.set_defaults(func=run_evaluate, default_of=p.get_default)  # default_of: which options the command line gave
 
     s = sub.add_parser("sweep", help="unguided / CFG / DoG (/ autoguidance) over a list of w: samples, metrics, "
@@ -74,24 +80,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_sweep, default_of=s.get_default)  # default_of: which options the command line gave
 
 
-def _samples_path(samples: str) -> tuple[Path, dict | None, Path]:
+def _samples_path(samples: str, allow_incomplete: bool = False) -> tuple[Path, dict | None, Path]:
     """(what to score, generation settings of a `dog sample` output or None, default result file).
 
     The default result never lands where another sample set's would: ``D/metrics.json`` for a
     `dog sample` directory ``D`` (or its ``samples.npz``), ``X.metrics.json`` beside a bare ``X.npz``,
     and ``F.metrics.json`` beside an image folder ``F`` (nothing is written inside the user's folder).
+    A `dog sample` output whose run has not finished is refused unless ``allow_incomplete``.
     """
-    path = Path(samples).expanduser()
-    if path.is_dir() and (path / "samples.npz").exists():
-        path = path / "samples.npz"
-    settings = path.parent / "settings.json"
-    is_sample_dir = path.suffix == ".npz" and path.name == "samples.npz" and settings.is_file()
-    generation = None
-    if is_sample_dir:
-        try:
-            generation = json.loads(settings.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{settings}: not valid JSON ({e}); expected the settings `dog sample` wrote") from None
+    from ..pipelines.generate.sample_sets import sample_set
+
+    found = sample_set(samples)
+    path, generation = found.path, found.generation
+    if found.incomplete is not None and not allow_incomplete:
+        raise ValueError(f"{found.incomplete}; scoring it would describe a set that does not exist: let the run "
+                         "finish (rerun the same dog sample command), or pass --allow-incomplete")
+    is_sample_dir = path.suffix == ".npz" and path.name == "samples.npz" and generation is not None
     if is_sample_dir:
         default_out = path.parent / "metrics.json"
     elif path.is_dir():
@@ -112,14 +116,18 @@ def _refuse_inapplicable_metric_options(args: argparse.Namespace) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     _refuse_inapplicable_metric_options(args)
-    from ..io.atomic import write_json
     from ..io.distributed import pick_device
+    from ..io.locks import folder_lock
     from ..pipelines.metrics import evaluate
     from ..pipelines.metrics.images import open_images
+    from ..pipelines.metrics.results import write_result
     from ..pipelines.metrics.stats import is_stats_file
     from . import check_out_file
 
-    path, generation, default_out = _samples_path(args.samples)
+    from ..pipelines.generate.sample_sets import sample_set
+
+    incomplete = sample_set(args.samples).incomplete
+    path, generation, default_out = _samples_path(args.samples, args.allow_incomplete)
     if not path.exists():
         raise FileNotFoundError(f"samples {path} do not exist (expected an image folder, a .npz or a `dog sample` "
                                 "output directory)")
@@ -127,12 +135,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for given in (path, Path(args.reference)):  # an unreadable .npz fails now, not after the other set's features
         if given.suffix == ".npz" and given.is_file() and not is_stats_file(given):
             open_images(given)  # reads the header only
-    result = evaluate(path, args.reference, args.metrics.split(","), inception_weights=args.inception_weights,
-                      dinov2_model=args.dinov2, batch_size=args.batch_size, device=str(pick_device(args.device)),
-                      reference_cache=args.reference_cache, prdc_k=args.prdc_k, fd_method=args.fd_method,
-                      progress=True, precision=args.precision)
-    result["generation"] = generation  # sampler, steps, w, seeds, checkpoint hashes of the samples
-    write_json(out, result)
+    with folder_lock(out.parent):  # one writer of the result file's folder, from the check to the write
+        result = evaluate(path, args.reference, args.metrics.split(","), inception_weights=args.inception_weights,
+                          dinov2_model=args.dinov2, batch_size=args.batch_size, device=str(pick_device(args.device)),
+                          reference_cache=args.reference_cache, prdc_k=args.prdc_k, fd_method=args.fd_method,
+                          progress=True, precision=args.precision, allow_shape_mismatch=args.allow_shape_mismatch)
+        result["generation"] = generation  # sampler, steps, w, seeds, checkpoint hashes of the samples
+        if incomplete is not None:  # scored with --allow-incomplete: the result says what it is
+            result["samples"]["incomplete"] = incomplete
+        write_result(out, result)
     for name, value in result["metrics"].items():
         print(f"{name:>22}: {value:.6g}")
     print(f"wrote {out}")

@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_path, write_json
 from ..io.config_files import ConfigMixin
 from ..io.distributed import DistInfo
+from ..io.locks import folder_lock
 from .generate import GenerationSettings, generate, load_models, parse_labels
 from .metrics import evaluate
 
-EVALUATION_FIELDS = ("reference", "metrics", "inception_weights", "dinov2_model", "fd_method")
+# Fields that only choose which rows a sweep draws or how fast: a rerun may change them; every other field
+# decides the numbers of the rows (models, seeds, sampler, steps, precision, scoring), so a rerun that changes
+# one is refused naming it: its rows would not be comparable with the earlier ones.
+ROW_CHOOSERS = ("methods", "scales", "batch_size", "compile")
+ONE_METHOD = {"guide": "dog", "autoguide": "autoguidance"}  # decide only that method's rows: free while it has none
 
 
 @dataclass
@@ -76,21 +81,25 @@ def _runs(cfg: SweepConfig) -> list[tuple[str, float]]:
 def _previous_rows(out: Path, cfg: SweepConfig, overwrite: bool) -> list[dict]:
     """Rows of an earlier sweep into ``out`` that this one keeps.
 
-    Rows scored another way (reference, metrics, extractor) are refused, or with ``overwrite``
-    dropped; otherwise every earlier row stays unless this run redoes its (method, w).
+    Rows made or scored another way (any field but ``ROW_CHOOSERS``: model, guide, seeds, sampler,
+    steps, precision, reference, metrics, extractor...) are refused naming the fields, or with
+    ``overwrite`` dropped; otherwise every earlier row stays unless this run redoes its (method, w).
     """
     path = out / "results.json"
     if not path.exists():
         return []
     prev = json.loads(path.read_text())
-    old = {k: prev.get("config", {}).get(k) for k in EVALUATION_FIELDS}
-    new = {k: getattr(cfg, k) for k in EVALUATION_FIELDS}
-    if old != new:
+    defaults = {f.name: f.default for f in fields(SweepConfig) if f.default is not MISSING}
+    now = cfg.to_dict()
+    old = {**defaults, **{k: v for k, v in prev.get("config", {}).items()}}  # a field added later: its default
+    drawn = {r.get("method") for r in prev.get("rows", [])}
+    diffs = [f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in now if k not in ROW_CHOOSERS and old.get(k) != now[k]
+             and (k not in ONE_METHOD or ONE_METHOD[k] in drawn)]
+    if diffs:
         if overwrite:
             return []
-        diffs = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in EVALUATION_FIELDS if old[k] != new[k]]
-        raise ValueError(f"{path} holds rows scored another way ({'; '.join(diffs)}); use another --out, "
-                         "or --overwrite to replace them")
+        raise ValueError(f"{path} holds rows scored another way ({'; '.join(diffs)}); their numbers would not "
+                         "compare with this run's: use another --out, or --overwrite to replace them")
     return list(prev.get("rows", []))
 
 
@@ -110,9 +119,13 @@ def run_sweep(cfg: SweepConfig, out: str | Path, dist: DistInfo = DistInfo(), pr
     Each run's samples live in ``out/<method>-w<w>/`` and go through ``generate`` (resumable; other
     settings in a used folder are refused unless ``overwrite``). Rows of an earlier sweep into the
     same folder are kept (those of a rerun (method, w) replaced); reference statistics are cached
-    in ``out/reference-stats``.
+    in ``out/reference-stats``. ``out`` is locked for the whole sweep: a second sweep into it is refused.
     """
-    out = Path(out)
+    with folder_lock(out, dist):
+        return _sweep_locked(cfg, Path(out), dist, progress, overwrite)
+
+
+def _sweep_locked(cfg: SweepConfig, out: Path, dist: DistInfo, progress: bool, overwrite: bool) -> list[dict]:
     cfg.check_before_work()
     previous = _previous_rows(out, cfg, overwrite) if dist.is_main else []
     models = load_models(cfg.model, cfg.guide, vae=cfg.vae, device=dist.device, prediction=cfg.prediction,

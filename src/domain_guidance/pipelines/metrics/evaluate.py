@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import time
 from pathlib import Path
@@ -16,9 +15,9 @@ from domain_guidance.pipelines.metrics.frechet import frechet_distance
 from domain_guidance.pipelines.metrics.images import ImageSet, image_set_sha256, open_images
 from domain_guidance.pipelines.metrics.kid import kid
 from domain_guidance.pipelines.metrics.prdc import prdc
+from domain_guidance.pipelines.metrics.results import write_result
 from domain_guidance.pipelines.metrics.stats import (
-    EXTRACTOR_FIELDS, FeatureStats, atomic_write, cached_stats, compute_stats, is_stats_file,
-    load_stats, protocol_differences,
+    FeatureStats, cached_stats, compute_stats, extractor_fields, is_stats_file, load_stats, protocol_differences,
 )
 
 # metric name -> (extractor key, kind)
@@ -49,7 +48,7 @@ def _reference_stats(reference: Any, key: str, extractor: FeatureExtractor, need
         if key not in reference:
             raise KeyError(f"reference dict has no entry for the {key!r} extractor (keys: {sorted(reference)})")
         reference = reference[key]
-    expected = {k: v for k, v in extractor.protocol().items() if k in EXTRACTOR_FIELDS}
+    expected = extractor_fields(extractor.protocol())  # precision included: fp32 where absent
     if isinstance(reference, FeatureStats):
         diffs = protocol_differences(reference.protocol, expected)
         if diffs:
@@ -96,6 +95,7 @@ def evaluate(
     progress: bool = False,
     extractors: dict[str, FeatureExtractor] | None = None,
     precision: str = "fp32",
+    allow_shape_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Score ``samples`` against ``reference``; returns (and optionally writes) a JSON-able dict.
 
@@ -108,7 +108,10 @@ def evaluate(
     fd_method: "sqrtm" (pytorch-fid's scipy sqrtm) or "eigh" (same value, faster on CPUs).
     precision: arithmetic of the Inception network (fp32, the reference protocol, by default; another is
     recorded in the protocol, so statistics of two precisions are never compared or share a cache file).
-    Result keys: metrics, protocol (per extractor), samples, reference, settings, versions.
+    Samples of another image shape (channels, height, width) than the reference are refused unless
+    ``allow_shape_mismatch`` (then the result records a warning). ``output``: a result file that keeps
+    every earlier result of another key (see :mod:`.results`).
+    Result keys: metrics, protocol (per extractor), samples, reference, settings, versions, warnings, key.
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
@@ -119,13 +122,14 @@ def evaluate(
     by_key: dict[str, list[str]] = {}
     for m in dict.fromkeys(metrics):
         by_key.setdefault(METRICS[m][0], []).append(m)
-    result: dict[str, Any] = {"metrics": {}, "protocol": {}, "reference": {}, "timing_s": {}}
+    result: dict[str, Any] = {"metrics": {}, "protocol": {}, "reference": {}, "timing_s": {}, "warnings": []}
     for key, names in by_key.items():
         t0 = time.perf_counter()
         ext = (extractors or {}).get(key) or _build_extractor(
             key, inception_weights, dinov2_model, dinov2_clean_resize, device, precision)
         need_feats = any(METRICS[n][1] in ("kid", "prdc") for n in names)
         ref, ref_kind = _reference_stats(reference, key, ext, need_feats, reference_cache, batch_size, progress)
+        _check_shapes(sample_set, ref, allow_shape_mismatch, result)
         smp = compute_stats(sample_set, ext, batch_size, need_feats, progress)
         suffix = "" if key == "inception" else "_dinov2"
         for n in names:
@@ -147,12 +151,27 @@ def evaluate(
         result["timing_s"][key] = round(time.perf_counter() - t0, 3)
     result["settings"] = {"metrics": list(metrics), "batch_size": batch_size, "device": str(device),
                           "prdc_k": prdc_k, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size,
-                          "seed": seed, "fd_method": fd_method}
+                          "seed": seed, "fd_method": fd_method, "precision": precision}
     result["versions"] = _versions()
     if output is not None:
-        text = json.dumps(result, indent=2, sort_keys=True) + "\n"
-        atomic_write(output, lambda fh: fh.write(text.encode()))
+        return write_result(output, result)
     return result
+
+
+def _check_shapes(samples: ImageSet, ref: FeatureStats, allow: bool, result: dict[str, Any]) -> None:
+    """Refuse (or with ``allow`` record) samples whose (C, H, W) is not the reference's."""
+    want = ref.protocol.get("image_shape")
+    got = [samples.channels, samples.height, samples.width]
+    if want is None or list(want) == got:
+        return
+    what = (f"samples are {got[0]}x{got[1]}x{got[2]} (channels x height x width) but the reference "
+            f"{ref.protocol.get('source', '')} is {want[0]}x{want[1]}x{want[2]}")
+    if not allow:
+        raise ValueError(f"{what}: the network would resize and colour them alike and the score would compare "
+                         "different data; sample at the reference's resolution, or pass --allow-shape-mismatch "
+                         "to score anyway (recorded in the result)")
+    if what not in result["warnings"]:
+        result["warnings"].append(what)
 
 
 def _versions() -> dict[str, str]:

@@ -27,6 +27,13 @@ STATS_FORMAT = 1
 EXTRACTOR_FIELDS = ("extractor", "weights_sha256", "resize", "preprocess", "feature_dim", "precision")
 # Fields that identify the image set (compared when the images are at hand).
 IMAGE_FIELDS = ("num_images", "image_shape", "image_set_sha256")
+# The value a protocol field has when absent: fp32 statistics (the reference protocol) leave precision out.
+FIELD_DEFAULTS = {"precision": "fp32"}
+
+
+def extractor_fields(protocol: dict[str, Any]) -> dict[str, Any]:
+    """Every field of ``EXTRACTOR_FIELDS`` that ``protocol`` has, precision always (fp32 where absent)."""
+    return {k: protocol.get(k, FIELD_DEFAULTS.get(k)) for k in EXTRACTOR_FIELDS if k in protocol or k in FIELD_DEFAULTS}
 
 
 @dataclass
@@ -105,7 +112,7 @@ def protocol_differences(cached: dict[str, Any], expected: dict[str, Any]) -> li
     """Human-readable list of the fields of ``expected`` whose value differs in ``cached``."""
     out = []
     for key, want in expected.items():
-        have = cached.get(key, "<missing>")
+        have = cached.get(key, FIELD_DEFAULTS.get(key, "<missing>"))  # bf16 statistics never pass as fp32 ones
         if json.loads(json.dumps(have)) != json.loads(json.dumps(want)):
             out.append(f"{key}: cached {have!r} != requested {want!r}")
     return out
@@ -148,7 +155,7 @@ def cached_stats(cache_path: str | Path, images: ImageSet | Any, extractor: Feat
     if cache_path.exists():
         from domain_guidance.pipelines.metrics.images import image_set_sha256
 
-        expected = {k: v for k, v in extractor.protocol().items() if k in EXTRACTOR_FIELDS}
+        expected = extractor_fields(extractor.protocol())
         expected.update(num_images=images.num_images,
                         image_shape=[images.channels, images.height, images.width],
                         image_set_sha256=image_set_sha256(images, batch_size))
