@@ -131,7 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="guide only the first N eps channels (3 reproduces the authors' release); default all")
     p.add_argument("--interval", type=interval, default=None,
                    help="guide only for network times LO,HI: original timesteps within 0..999 for ddpm/ddim (e.g. "
-                   "0,700), SiT time within 0..1 (0 = noise) for the flow samplers")
+                   "0,700) and the diffusers schedulers of eps models, SiT time within 0..1 (0 = noise) for the "
+                   "flow and flow-* samplers")
     p.add_argument("--interval-sigma", type=interval, default=None, metavar="LO,HI",
                    help="guide only where the noise level sigma is in (LO, HI] (Kynkaanniemi et al. 2024), converted "
                    "to network times for the sampler's schedule (DiT's or SiT's); EDM2's recommended 0.28,5.42 is "
@@ -139,11 +140,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default="ddpm",
                    help="; ".join(f"{k}: {v.help}" for k, v in sorted(SAMPLERS.items())))
     p.add_argument("--steps", default="250", help="ddpm/ddim respacing: '250', '50', 'ddim50', '10,10,5' (at least "
-                   "2 steps); flow samplers: integration steps ('50'; ode-heun evaluates twice per step)")
+                   "2 steps); flow samplers: integration steps ('50'; ode-heun evaluates twice per step); diffusers "
+                   "schedulers (dpm-solver++, unipc, deis, euler, heun, flow-*): inference steps ('20'; heun: "
+                   "2N - 1 evaluations)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (ddim only)")
     p.add_argument("--sampler-option", dest="sampler_options", type=key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="a further option of the sampler, e.g. diffusion_form=sigma, "
-                   "last_step_size=0.04 (sde-euler), rtol=1e-5 (ode-dopri5); repeatable; part of the settings key")
+                   "last_step_size=0.04 (sde-euler), rtol=1e-5 (ode-dopri5), order=3 or use_karras_sigmas=true "
+                   "(dpm-solver++); repeatable; part of the settings key")
     p.add_argument("--clip-denoised", choices=["auto", "yes", "no"], default="auto",
                    help="clip predicted x0 to [-1, 1]; auto: yes for pixel models, no for latents (as DiT)")
     p.add_argument("--seeds", type=seed_list, default="0-63", help="per-sample seeds: '0-49999', '1,2,3'")
