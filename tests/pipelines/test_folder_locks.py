@@ -56,10 +56,11 @@ def test_second_process_is_refused_and_a_killed_holder_frees_the_lock(tmp_path):
     finally:
         first.send_signal(signal.SIGKILL)  # no clean-up code runs: the OS drops the lock
         first.wait()
+    assert json.loads((folder / LOCK_NAME).read_text())["pid"] == first.pid  # its file stays, unlocked
     with folder_lock(folder):
         assert held(folder)
         assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
-    assert not held(folder)
+    assert not held(folder) and not (folder / LOCK_NAME).exists()  # a clean release leaves no trace
 
 
 def test_lock_is_reentrant_in_one_process_and_released_on_error(tmp_path):

@@ -4,7 +4,8 @@ Every command that writes an output folder (``dog sample``, ``sweep``, ``finetun
 ``evaluate``, ``demo``, ``reproduce``, ``toy``, ``data prepare``) holds :func:`folder_lock` on it:
 ``fcntl.flock`` on ``FOLDER/.dog.lock``. The OS drops the lock when its process exits, however it
 exits (a crash or SIGKILL too), so no stale lock outlives its writer and nothing needs cleaning up.
-The lock file names its holder (pid, host, command, start time) for the error a second writer gets.
+The lock file names its holder (pid, host, command, start time) for the error a second writer gets;
+a clean exit deletes it (after a crash it stays, unlocked, and the next writer takes it over).
 
 A second writer is refused at once with :class:`FolderLocked` naming the folder and the holder; it
 does not wait, since the first run may take hours and its settings may not be the second's.
@@ -50,18 +51,27 @@ def _acquire(folder: Path) -> str:
     if key in _HELD:
         _HELD[key][1] += 1
         return key
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; expected a folder to write into")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise FolderLocked(f"{folder} is being written by {_holder(path)}; two runs writing one folder would "
+                               "mix their results: wait for it to finish, or use another output folder") from None
+        except BaseException:
+            f.close()
+            raise
+        try:  # the file we locked is still the lock file (a holder deletes it as it releases)
+            if os.fstat(f.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         f.close()
-        raise FolderLocked(f"{folder} is being written by {_holder(path)}; two runs writing one folder would mix "
-                           "their results: wait for it to finish, or use another output folder") from None
-    except BaseException:
-        f.close()
-        raise
     f.seek(0)
     f.truncate()
     f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
@@ -78,8 +88,7 @@ def _release(key: str) -> None:
         del _HELD[key]
         f = entry[0]
         with contextlib.suppress(OSError):
-            f.seek(0)
-            f.truncate()  # the holder's name goes with it
+            os.unlink(Path(key) / LOCK_NAME)  # while still locked: a run's folder keeps no trace of the lock
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
         f.close()
 
