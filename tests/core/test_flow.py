@@ -166,7 +166,8 @@ def test_samplers_visit_sit_times_from_noise_to_data():
 def test_prediction_types_are_refused_by_the_wrong_samplers():
     g = GaussianFlow()
     with pytest.raises(ValueError, match=r"'ddpm' integrates eps .* predicts 'velocity'; samplers for 'velocity' "
-                                         r"models: \['ode-dopri5', 'ode-euler', 'ode-heun', 'sde-euler'\]"):
+                                         r"models: \['flow-dpm-solver\+\+', 'flow-euler', 'flow-heun', 'flow-unipc', "
+                                         r"'ode-dopri5', 'ode-euler', 'ode-heun', 'sde-euler'\]"):
         sample(g, _noise(2), torch.tensor([0, 1]), sampler="ddpm", steps=10)
     g.prediction = "eps"
     with pytest.raises(ValueError, match=r"'ode-heun' integrates velocity .* samplers for 'eps' models: \['ddim', "):
