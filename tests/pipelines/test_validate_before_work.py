@@ -162,7 +162,7 @@ def test_demo_interval_no_step_falls_in_is_refused_by_the_config(tmp_path, capsy
         DemoConfig(dog_interval=[0.1, 0.2])
     assert DemoConfig(dog_interval=[0.0, 0.2]).dog_interval == [0.0, 0.2]  # DDIM's last step is t = 0
     code = main(["demo", "--dog-interval", "0.1,0.2", "--out", str(tmp_path / "demo"), "--source", MISSING])
-    assert code == 2 and "dog_interval: no step of ddim" in capsys.readouterr().err
+    assert code == 2 and "--dog-interval: no step of ddim" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
 
 

@@ -124,9 +124,10 @@ def refuse_inapplicable_demo(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipelines.demo.run import ensure_source, run_demo
     from . import check_out_dir
+    from .sample import as_option
 
     refuse_inapplicable_demo(args)
-    cfg = config_from_args(args)
+    cfg = as_option(lambda: config_from_args(args))  # "dog_interval: ..." names --dog-interval
     if wants_study(args):  # --study / --ablation: the map and the ablations (study_config_from_args)
         from ..pipelines.demo.study import run_study
 
