@@ -135,5 +135,5 @@ def test_sweep_precision_and_compile_flags(checkpoints, tmp_path, monkeypatch, c
     capsys.readouterr()
     assert main([*args, "--precision", "tf32"]) == 2
     assert "--precision: tf32" in capsys.readouterr().err
-    assert main([*args, "--precision", "fp32"]) == 2  # bf16 samples are not relabelled fp32
-    assert "settings.precision: 'bf16' -> 'fp32'" in capsys.readouterr().err
+    assert main([*args, "--precision", "fp32"]) == 2  # bf16 rows and samples are not relabelled fp32
+    assert "holds rows scored another way (precision: 'bf16' -> 'fp32')" in capsys.readouterr().err
