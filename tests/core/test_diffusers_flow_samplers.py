@@ -91,3 +91,9 @@ def test_each_kind_refuses_the_other():
     with pytest.raises(ValueError, match="predicts 'velocity'; samplers for 'velocity' models: .*flow-dpm-solver"):
         check_prediction(SAMPLERS["dpm-solver++"], Denoiser(sit, sit.config))
     assert SAMPLERS["flow-euler"].time_range == (0.0, 1.0)
+
+
+def test_callback_data_estimate_is_the_last_sample():
+    z, labels, seen = _noise(8), torch.arange(8) % 2, []
+    x = sample(GaussianFlow(), z, labels, sampler="flow-dpm-solver++", steps=6, callback=seen.append)
+    assert len(seen) == 6 and torch.allclose(seen[-1]["denoised"], x.double(), atol=1e-5)

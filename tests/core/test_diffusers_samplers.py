@@ -142,3 +142,16 @@ def test_velocity_models_are_refused_naming_the_samplers_that_fit():
         with pytest.raises(ValueError, match="integrates eps predictions, but the model predicts 'velocity'.*ode-heun"):
             check_prediction(SAMPLERS[name], Denoiser(sit, sit.config))
     assert dit_config("T/2").prediction == "eps"
+
+
+@pytest.mark.parametrize("name", ["dpm-solver++", "euler"])
+def test_callback_reports_every_step_and_its_data_estimate(name):
+    """The last step lands on sigma = 0, where the sample is the step's data estimate: ``denoised`` must equal it."""
+    pre, ft = _models()
+    g = build_guided_denoiser("dog", Denoiser(ft, ft.config), Denoiser(pre, pre.config), scale=W)
+    seen = []
+    x = sample_from_seeds(g, [1, 2], torch.tensor([0, 1]), SHAPE, sampler=name, steps=5, callback=seen.append)
+    assert [info["i"] for info in seen] == list(range(5))
+    assert [float(info["t"][0]) for info in seen] == SAMPLERS[name].timesteps(5)
+    assert torch.allclose(seen[-1]["denoised"], x, atol=1e-5 * float(x.abs().max()), rtol=0)
+    assert torch.equal(seen[-1]["x_next"], x)
