@@ -29,6 +29,10 @@ def _no_check(options: dict[str, Any]) -> None:
     return None
 
 
+class MissingDependency(ValueError):
+    """A sampler's optional package is not installed (a ValueError: the CLI reports it in one line)."""
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """A registered sampler: its loop, the predictions it integrates, the network times it visits and its options.
@@ -62,6 +66,8 @@ class SamplerSpec:
             _check_type(name, value, allowed[name])
         try:
             self.check_options({**allowed, **options})
+        except MissingDependency:  # not about the options: the message says what to install
+            raise
         except ValueError as e:
             raise ValueError(f"options: {e}") from None
 

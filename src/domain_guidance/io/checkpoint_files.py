@@ -57,8 +57,11 @@ def _unsafe_globals(path: Path, err: Exception) -> list[str]:
     return re.findall(r"GLOBAL (\S+) was not an allowed global", str(err))  # legacy (non-zip) format
 
 
-def safe_torch_load(path: str | os.PathLike) -> Any:
+def safe_torch_load(path: str | os.PathLike, expected: str = "a torch checkpoint (written by torch.save)") -> Any:
     """``torch.load(weights_only=True)`` on CPU; allowlists only ``argparse.Namespace``.
+
+    A file that does not load (empty, truncated, text) is refused in one line naming the file, what it
+    holds and ``expected`` (the format the caller needs).
 
     Any other global in the pickle is refused with a :class:`CheckpointError` naming it: the
     file is never loaded with ``weights_only=False``. Zip-format files are memory-mapped, so a
@@ -75,7 +78,7 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         except pickle.UnpicklingError as e:
             needed = _unsafe_globals(path, e)
             if not needed:
-                raise CheckpointError(unreadable(path, "a torch checkpoint (written by torch.save)", e)) from None
+                raise CheckpointError(unreadable(path, expected, e)) from None
             bad = [g for g in needed if g not in SAFE_EXTRA_GLOBALS]
             more = [SAFE_EXTRA_GLOBALS[g] for g in needed if g in SAFE_EXTRA_GLOBALS and SAFE_EXTRA_GLOBALS[g] not in allowed]
             if bad or not more:
@@ -86,7 +89,7 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
                 ) from None
             allowed += more
         except Exception as e:  # noqa: BLE001 - truncated, corrupt or not a checkpoint (a text file gives KeyError: 101)
-            raise CheckpointError(unreadable(path, "a torch checkpoint (written by torch.save)", e)) from None
+            raise CheckpointError(unreadable(path, expected, e)) from None
 
 
 def _what_is(path: Path) -> str:

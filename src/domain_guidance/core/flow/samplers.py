@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..sampler_registry import PredictingDenoiser, StepCallback, register_sampler
+from ..sampler_registry import MissingDependency, PredictingDenoiser, StepCallback, register_sampler
 from ..seeds import PerSampleNoise
 from .path import DIFFUSION_FORMS, diffusion_coefficient, sde_drift, velocity_to_data
 
@@ -111,6 +111,22 @@ def ode_heun(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Te
     return _finish(x, clip_denoised)
 
 
+def _odeint() -> Callable[..., torch.Tensor]:
+    """torchdiffeq's ``odeint``; when torchdiffeq is missing, one line saying what to install."""
+    try:
+        from torchdiffeq import odeint
+    except ImportError:
+        raise MissingDependency("sampler 'ode-dopri5' needs torchdiffeq, which is not installed: pip install "
+                                "'domain-guidance[flow]' (or pip install torchdiffeq); or use --sampler ode-heun "
+                                "or ode-euler, which need nothing more") from None
+    return odeint
+
+
+def _check_dopri5(options: dict) -> None:
+    _odeint()  # before any model loads
+    _check_tolerances(options)
+
+
 def _check_tolerances(options: dict) -> None:
     for name in ("atol", "rtol"):
         tol = options[name]
@@ -120,16 +136,12 @@ def _check_tolerances(options: dict) -> None:
 
 @register_sampler("ode-dopri5", predictions=FLOW, timesteps=_ode_timesteps("ode-dopri5", True), time_range=(0.0, 1.0),
                   help="flow ODE, adaptive Dormand-Prince (SiT's default; needs torchdiffeq)",
-                  check_options=_check_tolerances)
+                  check_options=_check_dopri5)
 def ode_dopri5(denoiser: PredictingDenoiser, noise: torch.Tensor, labels: torch.Tensor, *, steps: int | str = 50,
                step_noise: PerSampleNoise | None = None, callback: StepCallback | None = None, atol: float = 1e-6,
                rtol: float = 1e-3, clip_denoised: bool = False, progress: bool = False) -> torch.Tensor:
     """Adaptive dopri5 through torchdiffeq; ``steps`` sets the output grid as SiT's (``N - 1`` intervals)."""
-    try:
-        from torchdiffeq import odeint
-    except ImportError:
-        raise ImportError("sampler 'ode-dopri5' needs torchdiffeq (pip install torchdiffeq); "
-                          "or use 'ode-heun' / 'ode-euler'") from None
+    odeint = _odeint()
     _check_tolerances({"atol": atol, "rtol": rtol})
     grid = torch.tensor(_grid(0.0, 1.0, parse_steps(steps, "ode-dopri5", 1) + 1), dtype=noise.dtype,
                         device=noise.device)

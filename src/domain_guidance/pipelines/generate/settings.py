@@ -22,6 +22,8 @@ from ..applicability import SAMPLER_OPTION_RULES, SAMPLING_RULES, Context, check
 
 MAX_SAMPLES = 10_000_000  # a seed list longer than this is a typo (ADM protocols use 50,000)
 MAX_SEED = 2 ** 63 - 1  # torch.Generator.manual_seed range
+SEED_SYNTAX = ("seeds are integers 0..2**63-1 (no negative seeds), given as a range, a list or both: "
+               "'0-49999', '0,5,7', '0-9,100-109'")
 
 
 @dataclass
@@ -129,7 +131,7 @@ def check_seeds(seeds: list[int]) -> None:
         raise ValueError("seeds: the list has duplicates; each sample needs its own seed")
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
-        raise ValueError(f"seeds: {bad[0]} is out of range; seeds are integers in 0..2**63-1")
+        raise ValueError(f"seeds: {bad[0]} is out of range; {SEED_SYNTAX}")
 
 
 def _int(text: str, what: str) -> int:
@@ -147,6 +149,8 @@ def parse_seeds(spec: str | list[int]) -> list[int]:
         seeds, total = [], 0
         for part in str(spec).split(","):
             part = part.strip()
+            if part.startswith("-") or part.endswith("-") or "--" in part:  # "-1", "-3-5", "5-", "3--5"
+                raise ValueError(f"seeds: {part!r} is neither a seed nor a range; {SEED_SYNTAX}")
             if "-" in part:
                 lo_text, hi_text = part.split("-", 1)
                 lo, hi = _int(lo_text.strip(), "seeds"), _int(hi_text.strip(), "seeds")

