@@ -44,3 +44,12 @@ def fp32_rounding_bound(cfg, scale: float, passes: int = 1) -> float:
     """
     k = int(cfg.hidden_size * cfg.mlp_ratio)
     return passes * rounding_stages(cfg) * torch.finfo(torch.float32).eps * math.sqrt(k) * scale
+
+
+def sampling_rounding_bound(cfg, scale: float, steps: int, w: float) -> float:
+    """How far (absolute) a float32 sampling run may sit from the exact one: ``steps`` guided evaluations
+    in sequence, each within ``fp32_rounding_bound`` of its exact value (``scale``: max |image|).
+    Guidance ``u + w (c - u)`` weighs the two networks' errors by |1 - w| + |w|; a DDPM/DDIM update
+    weighs the prediction by less than 1, so the steps' errors add at most linearly. A worst case:
+    seen differences are ~1e-6 of the scale."""
+    return fp32_rounding_bound(cfg, scale, passes=steps) * (abs(1 - w) + abs(w))

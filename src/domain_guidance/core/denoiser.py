@@ -21,7 +21,8 @@ class Denoiser:
     describes the model *as this denoiser uses it*: for a LoRA guide that is the pre-trained
     config (its label count and null label), for the fine-tuned branch the target config.
     ``adapter=False`` runs a peft-adapted network with its adapters switched off.
-    ``precision`` (fp32, tf32, bf16, fp16) is the network's arithmetic; the output is float32.
+    ``precision`` (fp32, tf32, bf16, fp16) is the network's arithmetic; the output is float32
+    (float64 for a float64 network: an exact reference for rounding checks).
     ``fuse=False`` keeps this branch out of one-call batches with another branch of the same
     network (the two-call path, for comparisons). ``evaluations`` counts per-sample network
     evaluations made through this denoiser.
@@ -77,7 +78,7 @@ class Denoiser:
         ctx = contextlib.nullcontext() if self.adapter else adapter_disabled(self.net)
         with ctx, precision_context(self.precision, x.device):
             out = self.net(x, t, labels)
-        return out.float()  # the diffusion arithmetic stays float32 whatever the network ran in
+        return at_least_float32(out)  # the diffusion arithmetic stays float32 whatever the network ran in
 
     def shares_call_with(self, other: "Denoiser") -> bool:
         """True when one batched call can evaluate both: the same net at the same precision (same adapter
@@ -88,6 +89,11 @@ class Denoiser:
     def same_network(self, other: "Denoiser") -> bool:
         """True when both evaluate the identical function (same net, same adapter state)."""
         return self.net is other.net and self.adapter == other.adapter
+
+
+def at_least_float32(out: torch.Tensor) -> torch.Tensor:
+    """``out`` as float32, or as it is when already wider (a float64 network's exact reference)."""
+    return out if out.dtype == torch.float64 else out.float()
 
 
 def evaluate_pair(a: "DenoiserLike", b: "DenoiserLike", x: torch.Tensor, t: torch.Tensor, labels_a: torch.Tensor,
@@ -112,7 +118,7 @@ def evaluate_pair(a: "DenoiserLike", b: "DenoiserLike", x: torch.Tensor, t: torc
         n = x.shape[0]
         on = torch.tensor([a.adapter] * n + [b.adapter] * n, device=x.device)  # (2N,) adapter on per sample
         with adapter_per_sample(a.net, on) as kwargs, precision_context(a.precision, x.device):
-            out = a.net(xx, tt, yy, **kwargs).float()
+            out = at_least_float32(a.net(xx, tt, yy, **kwargs))
         a.evaluations += n
         b.evaluations += n
         return out.chunk(2)
