@@ -68,8 +68,11 @@ def test_same_files_for_any_batch_size_and_rank_split(nets, tmp_path, monkeypatc
                  dist=DistInfo(rank=rank, world_size=2))
     a, b = _read(tmp_path / "a" / "samples.npz"), _read(tmp_path / "b" / "samples.npz")
     assert a["arr_0"].shape == (10, 8, 8, 1) and a["arr_0"].dtype == np.uint8
-    for key in ("arr_0", "labels", "seeds"):
+    for key in ("labels", "seeds"):
         np.testing.assert_array_equal(a[key], b[key])
+    # README: the same seed gives the same image up to float rounding whatever the batch size or process
+    # count (another batch size runs other matmul kernels): a uint8 pixel may move by one level at most
+    assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1
     assert a["labels"].tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
     assert (tmp_path / "a" / "grid.png").stat().st_size > 0
 

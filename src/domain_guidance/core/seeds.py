@@ -9,8 +9,9 @@ import torch
 class PerSampleNoise:
     """One ``torch.Generator`` per sample; ``randn(shape)`` stacks one draw per generator.
 
-    The image for seed 17 is therefore identical whatever the batch size, the position in the
-    batch, or the number of processes. Generators live on the CPU so results do not depend on
+    The noise for seed 17 is therefore identical whatever the batch size, the position in the
+    batch, or the number of processes (the image too, up to the float rounding of the network's
+    batch-size-dependent kernels). Generators live on the CPU so results do not depend on
     the device either; draws are moved to ``device``.
     """
 

@@ -1,7 +1,8 @@
 """Generate samples at scale: per-sample seeds, resumable shards keyed by their settings, any number of processes.
 
-Seed index i (in the requested seed list) always gives the same image and label, whatever the
-batch size or process count: shard k holds indices [k*S, (k+1)*S), shards are dealt to ranks
+Seed index i (in the requested seed list) always gives the same label and the same image up to float
+rounding, whatever the batch size or process count (bit-identical when the batches are the same, as in
+a resumed run): shard k holds indices [k*S, (k+1)*S), shards are dealt to ranks
 round-robin, each shard is written atomically with the settings key it was made under, and a
 rerun skips the shards whose key, seeds and labels match. A folder holding samples made under
 other settings (another method, w, sampler, steps, model, guide...) is refused with the fields
