@@ -111,7 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Draw samples from a fine-tuned model, unguided, with CFG, or with Domain Guidance "
                     "(the pre-trained model as unconditional guide). Resumable: a rerun with the same settings "
                     "continues; other settings into a used --out are refused (--overwrite replaces). Run under "
-                    "`torchrun --nproc_per_node=N` to split the seeds over processes (the same images up to float rounding).",
+                    "`torchrun --nproc_per_node=N` to split the seeds over processes (the same images up to "
+                    "float rounding).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="fine-tuned checkpoint: our run/checkpoint dir, .safetensors, "
                    "official DiT .pt, a DiT training checkpoint, a diffusers DiT folder or a LoRA dir")
