@@ -37,8 +37,8 @@ def check_splits(name: str, splits: list[str] | tuple[str, ...] | None) -> None:
     allowed = tuple(getattr(module, "SPLITS", None) or module.EXPECTED)  # the official splits
     bad = [s for s in splits if s not in allowed]
     if bad or not splits:
-        raise ValueError(f"splits: {name} has no split {bad[0] if bad else ''!r}; expected a comma separated "
-                         f"list of {', '.join(allowed)}")
+        raise ValueError(f"splits: {name} has no official {bad[0] if bad and bad[0] else repr('')} split; expected "
+                         f"a comma separated list of {', '.join(allowed)}")
 
 
 def make_plan(name: str, source: Source, **options: Any) -> Plan:
