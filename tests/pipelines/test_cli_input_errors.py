@@ -51,7 +51,8 @@ def test_data_prepare_unknown_split_names_it_and_the_allowed_ones(tmp_path, caps
     (tmp_path / "src").mkdir()
     code, err = _cli(["data", "prepare", "food101", "--from", str(tmp_path / "src"), "--out", str(tmp_path / "d"),
                       "--splits", "train,bogus"], capsys)
-    assert code == 2 and "splits: food101 has no official bogus split; expected a comma separated list of train, test" in err
+    assert code == 2
+    assert "splits: food101 has no official bogus split; expected a comma separated list of train, test" in err
     code, err = _cli(["data", "prepare", "caltech101", "--from", str(tmp_path / "src"), "--out", str(tmp_path / "d"),
                       "--splits", "test"], capsys)
     assert code == 2 and "caltech101 has no official test split" in err and "list of train" in err
