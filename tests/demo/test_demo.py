@@ -110,7 +110,7 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
     assert set(saved["stage_seconds"]) >= {"source model", "classifier", "sampling", "evaluation", "real floors",
                                            "total"}
     assert saved["source"]["trained_now"] and saved["source"]["steps"] == 30
-    grid = [("unguided", 1.0, None), ("cfg", 2.0, None), ("dog", 2.0, None), ("dog", 2.0, [500.0, 999.0])]
+    grid = [("unguided", 1.0, None), ("cfg", 2.0, None), ("dog", 2.0, None), ("dog", 2.0, [82.0, 578.0])]
     assert [(r["method"], r["w"], r["interval"]) for r in saved["runs"]] == grid * 2
     assert [r["seed"] for r in saved["runs"]] == [0] * 4 + [1] * 4
     for png in ("metrics-vs-w-ld0.1.png", "samples-ld0.1.png"):
@@ -256,7 +256,7 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
     summary = {_setting(r): r for r in saved["summary"]}
     for label, key in (("Real (floor)", (None, "real", None, None)), ("Unguided", ("ld0.1", "unguided", 1.0, None)),
                        ("CFG (w=2)", ("ld0.1", "cfg", 2.0, None)), ("DoG (w=2)", ("ld0.1", "dog", 2.0, None)),
-                       ("DoG (w=2, t∈[500,999])", ("ld0.1", "dog", 2.0, (500.0, 999.0)))):
+                       ("DoG (w=2, t∈[82,578])", ("ld0.1", "dog", 2.0, (82.0, 578.0)))):
         r = summary[key]
         assert rows[label] == [f"{r['fid']:.2f} ± {r['fid_std']:.2f}",
                                f"{1e3 * r['kid']:.2f} ± {1e3 * r['kid_std']:.2f}",

@@ -55,7 +55,7 @@ def test_flow_variant_matches_the_eps_demos_network_evaluations():
     assert (eps.prediction, eps.sampler, eps.steps, eps.out) == ("eps", "ddim", 25, "runs/demo")
     assert (fl.prediction, fl.sampler, fl.steps, fl.out) == ("velocity", "ode-heun", 12, "runs/demo-flow")
     assert 2 * fl.steps == 24 and abs(2 * fl.steps - eps.steps) <= 1  # Heun: 2 evaluations per step vs DDIM's 1
-    assert fl.dog_interval == [0.0, 0.23] and fl.source_preset == "animal-source-flow"
+    assert fl.dog_interval == [0.16, 0.78] and fl.source_preset == "animal-source-flow"
     assert fl.source.endswith(("animal-source-flow.safetensors", "runs/animal-source-flow"))
     # everything else is the eps demo's: the same report compares the same protocol
     for name in ("w", "samples", "seeds", "finetune_steps", "finetune_lr", "images_per_class", "target_classes",
@@ -142,7 +142,7 @@ def test_flow_demo_end_to_end(tmp_path: Path):
     assert ft.config.prediction == "velocity" and ft.config.num_classes == 4
     train_cfg = json.loads((tmp_path / "finetune-ld0.1" / "train_config.json").read_text())
     assert Path(train_cfg["base"]).resolve() == Path(src["checkpoint"]).resolve()
-    grid = [("unguided", 1.0, None), ("cfg", 2.0, None), ("dog", 2.0, None), ("dog", 2.0, [0.0, 0.23])]
+    grid = [("unguided", 1.0, None), ("cfg", 2.0, None), ("dog", 2.0, None), ("dog", 2.0, [0.16, 0.78])]
     assert [(r["method"], r["w"], r["interval"]) for r in saved["runs"]] == grid * 2
     images = {}
     for r in saved["runs"]:
@@ -157,5 +157,5 @@ def test_flow_demo_end_to_end(tmp_path: Path):
         assert not np.array_equal(images[("cfg", False, seed)], images[("dog", False, seed)])
         assert not np.array_equal(images[("dog", False, seed)], images[("dog", True, seed)])
     report = (tmp_path / "report.md").read_text()
-    assert "ODE-HEUN with 2 steps" in report and "SiT time (0 = noise) t in [0, 0.23]" in report
+    assert "ODE-HEUN with 2 steps" in report and "SiT time (0 = noise) t in [0.16, 0.78]" in report
     assert results["summary"] == saved["summary"]

@@ -83,8 +83,8 @@ def test_raw_sit_weights_need_declared_velocity_for_a_flow_sampler(raw_sit, tiny
     code = _cli(raw_sit, tiny_vae_dir, tmp_path / "ddpm", "--prediction", "velocity")
     err = capsys.readouterr().err
     assert code == 2 and "--sampler ddpm integrates eps predictions" in err
-    assert ("(declared by --prediction velocity): pass --sampler one of ode-dopri5, ode-euler, ode-heun, "
-            "sde-euler") in err
+    assert ("(declared by --prediction velocity): pass --sampler one of flow-dpm-solver++, flow-euler, flow-heun, "
+            "flow-unipc, ode-dopri5, ode-euler, ode-heun, sde-euler") in err
 
 
 def test_a_raw_sit_guide_of_a_stored_sit_model_needs_the_declaration(raw_sit, tiny_vae_dir, tmp_path, capsys):

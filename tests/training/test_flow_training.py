@@ -65,6 +65,6 @@ def test_finetuning_a_sit_base_keeps_velocity_and_draws_dog_grids(tmp_path, sit_
 def test_an_eps_grid_sampler_for_a_velocity_model_is_refused_before_training(tmp_path):
     cfg = tiny_config(tmp_path / "run", "model=SiT-T/2", "steps=2", "sample_every=1", "grid.sampler=ddim")
     with pytest.raises(ValueError, match=r"grid.sampler: 'ddim' integrates eps predictions but the model predicts "
-                                         r"'velocity'; set grid.sampler to one of \['ode-dopri5', 'ode-euler', "):
+                                         r"'velocity'; set grid.sampler to one of \['flow-dpm-solver\+\+', 'flow-euler', "):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
