@@ -12,6 +12,19 @@ from typing import Any
 
 # The shipped eps source of the demo: `animal-source-flow` starts from its weights (see assets/README.md).
 _EPS_SOURCE = str(Path(__file__).resolve().parents[2] / "assets" / "animal-source.safetensors")
+# The shipped round-4 glyph source (G1, docs/regime-search.md), base of the glyph targets.
+_GLYPH_SOURCE = str(Path(__file__).resolve().parents[2] / "assets" / "glyph-source.safetensors")
+
+
+def _glyph_target(shapes: list[int], out: str) -> dict[str, Any]:
+    """A round-4 G1 target: the given glyph shapes in blue (new labels), 50 images each, from the shipped glyph source."""
+    return dict(init="base", base=_GLYPH_SOURCE, mode="full",
+                data=dict(dataset="glyphs-blue", resolution=16, channels=3, classes=shapes, split="train",
+                          images_per_class=50),
+                label_dropout=0.1, lr=3e-4, batch_size=32, steps=1000, ema=dict(decay=0.999, warmup="linear"),
+                grad_clip=1.0, log_every=50, ckpt_every=500, keep_last=2, sample_every=500,
+                grid=dict(num=12, steps=25), out=out)
+
 
 # Named presets (EDM2 style: one entry per protocol). Values are nested overrides of TrainConfig.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -103,20 +116,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         grid=dict(num=16, steps=25), out="runs/glyph-source"),
     # Round-4 targets of G1, new labels, 50 blue images per class: covered = shapes the source holds (disk, square,
     # triangle, plus), outside = shapes it never saw (crescent, hourglass, tee, frame).
-    "glyph-target-covered": dict(
-        init="base", base="runs/glyph-source", mode="full",
-        data=dict(dataset="glyphs-blue", resolution=16, channels=3, classes=[0, 1, 2, 3], split="train",
-                  images_per_class=50),
-        label_dropout=0.1, lr=3e-4, batch_size=32, steps=1000, ema=dict(decay=0.999, warmup="linear"),
-        grad_clip=1.0, log_every=50, ckpt_every=500, keep_last=2, sample_every=500,
-        grid=dict(num=12, steps=25), out="runs/glyph-target-covered"),
-    "glyph-target-outside": dict(
-        init="base", base="runs/glyph-source", mode="full",
-        data=dict(dataset="glyphs-blue", resolution=16, channels=3, classes=[8, 9, 10, 11], split="train",
-                  images_per_class=50),
-        label_dropout=0.1, lr=3e-4, batch_size=32, steps=1000, ema=dict(decay=0.999, warmup="linear"),
-        grad_clip=1.0, log_every=50, ckpt_every=500, keep_last=2, sample_every=500,
-        grid=dict(num=12, steps=25), out="runs/glyph-target-outside"),
+    "glyph-target-covered": _glyph_target([0, 1, 2, 3], "runs/glyph-target-covered"),
+    "glyph-target-outside": _glyph_target([8, 9, 10, 11], "runs/glyph-target-outside"),
     # Target fine-tune of the demo: 4 new classes (giraffe, horse, sheep, zebra), 50 images each.
     "animal-target": dict(
         init="base", base="runs/animal-source", mode="full",
