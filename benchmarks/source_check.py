@@ -42,8 +42,8 @@ def _log(msg: str) -> None:
 
 
 def real_sets(dataset: str, classes: list[int], n: int, replicates: int, resolution: int
-              ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(reference uint8 (100 K, R, R, C), floor sets: ``replicates`` disjoint class-balanced sets of n)."""
+              ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """(reference uint8 (100 K, R, R, C), floor sets: ``replicates`` disjoint class-balanced (images, labels 0..K-1))."""
     ds = load_builtin(dataset, resolution=resolution, classes=classes, split="test")
     images = ds.images if ds.images.ndim == 4 else ds.images[..., None]
     k = len(classes)
@@ -55,7 +55,7 @@ def real_sets(dataset: str, classes: list[int], n: int, replicates: int, resolut
                          f"the test split has {min(len(p) for p in perms)}")
     floors = [np.sort(np.concatenate([p[REF_PER_CLASS + r * per:REF_PER_CLASS + (r + 1) * per] for p in perms]))
               for r in range(replicates)]
-    return np.ascontiguousarray(images[ref]), [np.ascontiguousarray(images[f]) for f in floors]
+    return np.ascontiguousarray(images[ref]), [(np.ascontiguousarray(images[f]), ds.labels[f]) for f in floors]
 
 
 class InceptionScorer:
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ref, floors = real_sets(args.dataset, classes, args.n, args.replicates, res)
     scorer = InceptionScorer(ref, out / "reference_features.npy")  # the folder's identity is checked above
     rows: dict[str, list[dict[str, float]]] = {"floor": [], "unguided": [], **{f"cfg-w{w:g}": [] for w in args.w}}
-    for r, floor in enumerate(floors):
+    for r, (floor, _) in enumerate(floors):
         key = f"floor/{r}"
         if key not in cache:
             cache[key] = scorer.score(floor)
