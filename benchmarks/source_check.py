@@ -29,6 +29,7 @@ import torch
 from domain_guidance.io.atomic import write_json
 from domain_guidance.io.data import load_builtin
 from domain_guidance.io.data.glyphs import in_hue_band
+from domain_guidance.io.fingerprints import fingerprint_weights
 from domain_guidance.io.images import to_nhwc, to_uint8
 from domain_guidance.pipelines.generate import GenerationSettings, load_models, sample_images
 from domain_guidance.pipelines.metrics.frechet import frechet_distance_from_features
@@ -43,7 +44,7 @@ def _log(msg: str) -> None:
 
 def real_sets(dataset: str, classes: list[int], n: int, replicates: int, resolution: int
               ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """(reference uint8 (100 K, R, R, C), floor sets: ``replicates`` disjoint class-balanced (images, labels 0..K-1))."""
+    """(reference uint8 (100 K, R, R, C), floors: ``replicates`` disjoint class-balanced (images, labels 0..K-1))."""
     ds = load_builtin(dataset, resolution=resolution, classes=classes, split="test")
     images = ds.images if ds.images.ndim == 4 else ds.images[..., None]
     k = len(classes)
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "sets.json"
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    identity = {"source": str(Path(args.source).resolve()), "dataset": args.dataset, "classes": classes, "n": args.n,
+    identity = {"source": str(Path(args.source).resolve()), "source_sha256": fingerprint_weights(args.source),
+                "dataset": args.dataset, "classes": classes, "n": args.n,
                 "sampler": args.sampler, "steps": args.steps}
     if cache and cache.get("identity") != identity:
         p.error(f"{out} holds a check of {cache.get('identity')}, not {identity}: use another --out")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch.nn import functional as F
 
 from domain_guidance.io.atomic import write_json
 from domain_guidance.io.data import load_builtin
+from domain_guidance.io.fingerprints import fingerprint_weights
 from domain_guidance.io.images import to_nhwc, to_uint8
 from domain_guidance.pipelines.demo.classifier import SmallCNN
 from domain_guidance.pipelines.generate import GenerationSettings, load_models, sample_images
@@ -37,13 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from source_check import InceptionScorer, _log, parse_classes, real_sets, summarise, z_better  # noqa: E402
 
 QUALITY = ("fid", "kid", "fd_judge", "kid_judge")
+JUDGE = {"epochs": 4.0, "seed": 0, "batch": 128, "lr": 2e-3, "data": "glyphs train split"}
 
 
 def _inputs(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def train_judge(out: Path, epochs: float = 4.0, seed: int = 0) -> tuple[SmallCNN, dict[str, Any]]:
+def train_judge(out: Path, epochs: float = JUDGE["epochs"], seed: int = JUDGE["seed"]
+                ) -> tuple[SmallCNN, dict[str, Any]]:
     """A 12-shape CNN on the glyphs train split (cached in out/judge.pt); held-out accuracy on its test split."""
     path = out / "judge.pt"
     torch.manual_seed(seed)
@@ -55,11 +57,11 @@ def train_judge(out: Path, epochs: float = 4.0, seed: int = 0) -> tuple[SmallCNN
     train = load_builtin("glyphs", split="train")
     x, y = _inputs(train.images), torch.from_numpy(train.labels)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    steps = int(epochs * len(x) / 128)
+    opt = torch.optim.Adam(model.parameters(), lr=JUDGE["lr"])
+    steps = int(epochs * len(x) / JUDGE["batch"])
     model.train()
     for _ in range(steps):
-        idx = torch.randint(len(x), (128,), generator=gen)
+        idx = torch.randint(len(x), (JUDGE["batch"],), generator=gen)
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "sets.json"
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    identity = {"model": str(Path(args.model).resolve()), "dataset": args.dataset, "shapes": shapes, "n": args.n}
+    identity = {"model": str(Path(args.model).resolve()), "model_sha256": fingerprint_weights(args.model),
+                "dataset": args.dataset, "shapes": shapes, "n": args.n, "judge": JUDGE}  # the cached judge's settings
     if cache and cache.get("identity") != identity:
         p.error(f"{out} holds a check of {cache.get('identity')}, not {identity}: use another --out")
     cache["identity"] = identity

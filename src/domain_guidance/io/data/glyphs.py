@@ -33,7 +33,8 @@ GLYPH_SHAPES: list[tuple[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]] =
     ("half-disk", lambda u, v: (u * u + v * v <= 1.0) & (v <= 0.2)),
     ("crescent", lambda u, v: (u * u + v * v <= 1.0) & ((u - 0.5) ** 2 + v * v > 0.75 ** 2)),
     ("hourglass", lambda u, v: (abs(u) <= abs(v)) & (abs(v) <= 0.9)),
-    ("tee", lambda u, v: ((v >= 0.45) & (v <= 0.95) & (abs(u) <= 0.9)) | ((abs(u) <= 0.28) & (v >= -0.95) & (v <= 0.5))),
+    ("tee", lambda u, v: ((v >= 0.45) & (v <= 0.95) & (abs(u) <= 0.9))
+     | ((abs(u) <= 0.28) & (v >= -0.95) & (v <= 0.5))),
     ("frame", lambda u, v: (np.maximum(abs(u), abs(v)) <= 0.85) & (np.maximum(abs(u), abs(v)) >= 0.5)),
 ]
 GLYPH_CLASSES = [name for name, _ in GLYPH_SHAPES]
@@ -112,6 +113,5 @@ def glyph_hue(images: np.ndarray, min_saturation: float = 0.25, min_pixels: int 
 
 def in_hue_band(images: np.ndarray, band: tuple[float, float] = BLUE_BAND) -> np.ndarray:
     """bool (N,): the image's shape has a hue inside ``band`` (an image without a shape is not)."""
-    hue = glyph_hue(images)
-    lo, hi = band
-    return np.nan_to_num(((hue >= lo) & (hue < hi)).astype(float), nan=0.0).astype(bool) & ~np.isnan(hue)
+    hue = glyph_hue(images)  # NaN where no shape: every comparison with NaN is False
+    return (hue >= band[0]) & (hue < band[1])
