@@ -7,7 +7,9 @@ Metrics: FID / KID (Inception), FD / KID in the penultimate features of a judge 
 3 channels, trained here on the ``glyphs`` train split, all 12 shapes in every hue: a set the target's
 images are not drawn from), class match (judge's shape = requested shape) and the exact blue rate.
 (a) unguided class match >= 0.5; (b) unguided resolved worse than the floor on a quality metric;
-(c) CFG resolved better than unguided on a marginal quality metric at some w. DoG is not sampled here.
+(c) CFG resolved better than unguided on a marginal quality metric at some w.
+DoG is sampled only with ``--guide SOURCE`` (the plan: after (a), (b) and (c) are met): DoG at each ``--w``
+with the same seeds and labels, and the z of DoG against CFG per metric and w (positive: DoG better).
 
     .venv/bin/python benchmarks/target_check.py --model runs/glyph-target-covered --shapes 0,1,2,3 \
         --out runs/target-check/covered
@@ -108,6 +110,17 @@ def criteria(groups: dict[str, dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def dog_vs_cfg(groups: dict[str, dict[str, float]], ws: list[float]) -> dict[str, dict[str, float]]:
+    """Per w and metric, z of DoG against CFG at that w, positive = DoG better (lower distance; higher class
+    match); |z| > 2 is a resolved difference."""
+    out = {}
+    for w in ws:
+        cfg, dog = groups[f"cfg-w{w:g}"], groups[f"dog-w{w:g}"]
+        out[f"w{w:g}"] = {**{m: z_better(cfg, dog, m) for m in QUALITY},
+                          "class_match": -z_better(cfg, dog, "class_match"), "blue_rate": -z_better(cfg, dog, "blue_rate")}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the target fine-tune (run dir or checkpoint)")
@@ -118,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--w", type=float, nargs="+", default=[1.25, 1.5, 2.0])
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--guide", help="the pre-trained source: also sample DoG (guide = source at its null label)")
     args = p.parse_args(argv)
     shapes = parse_classes(args.shapes)
     torch.set_num_threads(args.threads)
@@ -130,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     if cache and cache.get("identity") != identity:
         p.error(f"{out} holds a check of {cache.get('identity')}, not {identity}: use another --out")
     cache["identity"] = identity
+    if args.guide:  # DoG sets are cached for one guide only
+        guide = {"guide": str(Path(args.guide).resolve()), "guide_sha256": fingerprint_weights(args.guide)}
+        if cache.get("guide", guide) != guide:
+            p.error(f"{out} holds DoG sets guided by {cache['guide']}, not {guide}: use another --out")
+        cache["guide"] = guide
     judge, judge_info = train_judge(out)
     _log(f"judge: {judge_info}")
     ref, floors = real_sets(args.dataset, shapes, args.n, args.replicates, 16)
@@ -141,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             cache[f"floor/{r}"] = scorer.score(floor, floor_labels)
             write_json(cache_path, cache)
         rows["floor"].append(cache[f"floor/{r}"])
-    models = load_models(args.model)
-    for method, w in [("unguided", 1.0)] + [("cfg", w) for w in args.w]:
-        name = "unguided" if method == "unguided" else f"cfg-w{w:g}"
+    models = load_models(args.model, guide=args.guide)
+    plan = [("unguided", 1.0)] + [("cfg", w) for w in args.w] + [("dog", w) for w in args.w if args.guide]
+    for method, w in plan:
+        name = "unguided" if method == "unguided" else f"{method}-w{w:g}"
         rows[name] = []
         for r in range(args.replicates):
             if f"{name}/{r}" not in cache:
@@ -157,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"{name}: " + ", ".join(f"{m}={v:.4g}" for m, v in summarise(rows[name]).items()))
     groups = {k: summarise(v) for k, v in rows.items()}
     result = {"identity": identity, "judge": judge_info, "groups": groups, "criteria": criteria(groups)}
+    if args.guide:
+        result["guide"], result["dog_vs_cfg"] = cache["guide"], dog_vs_cfg(groups, args.w)
+        _log(f"DoG vs CFG (z, positive = DoG better): {json.dumps(result['dog_vs_cfg'])}")
     write_json(out / "result.json", result)
     _log(f"criteria: {json.dumps(result['criteria'])}")
     return 0

@@ -18,14 +18,17 @@ from domain_guidance.cli.demo import config_from_args
 from domain_guidance.io.data import load_builtin
 from domain_guidance.pipelines.demo import analysis
 from domain_guidance.pipelines.demo import classifier as judge
+from domain_guidance.io.data.glyphs import glyph_hue
 from domain_guidance.pipelines.demo.config import DemoConfig
+from domain_guidance.pipelines.demo.domains import get_target
 from domain_guidance.pipelines.demo.report import rel_change, verdict
 from domain_guidance.pipelines.generate import load_samples
 from domain_guidance.pipelines.metrics.frechet import frechet_distance_from_features
 
 
 def tiny_config(out: Path) -> DemoConfig:
-    """A T/2-sized source pre-trained for a few dozen steps, a handful of samples, one w, two seed replicates."""
+    """The default (covered glyph) target at toy size: a T/2-sized source pre-trained for a few dozen steps, a
+    handful of samples, one w, two seed replicates."""
     return DemoConfig(out=str(out), pretrain=True, pretrain_steps=30, model="T/2",
                       model_overrides={"hidden_size": 32, "depth": 1, "num_heads": 2}, finetune_steps=10,
                       finetune_batch=8, images_per_class=5, w=[2.0], samples=8, seeds=[0, 1], steps=5, batch_size=8,
@@ -118,36 +121,39 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
 
     # the real floor sets: same N and class counts as the samples, real target images outside the
     # fine-tuning and reference images, disjoint between replicates
-    ft_images = load_builtin("animal-mnist", resolution=16, classes=[6, 7, 8, 9], split="train",
+    assert saved["config"]["target"] == "covered" and saved["config"]["target_classes"] == [0, 1, 2, 3]
+    ft_images = load_builtin("glyphs-blue", resolution=16, classes=[0, 1, 2, 3], split="train",
                              images_per_class=5).images
-    train = load_builtin("animal-mnist", resolution=16, classes=[6, 7, 8, 9], split="train")
+    train = load_builtin("glyphs-blue", resolution=16, classes=[0, 1, 2, 3], split="train")
     ref = reference_images(tiny_config(out))
-    as_set = lambda a: {im.tobytes() for im in a.reshape(len(a), 16, 16)}  # noqa: E731
+    assert ref.shape == (8, 16, 16, 3)
+    as_set = lambda a: {im.tobytes() for im in a.reshape(len(a), -1)}  # noqa: E731
     floors = saved["floors"]
     assert [(f["method"], f["seed"], f["n"]) for f in floors] == [("real", 0, 8), ("real", 1, 8)]
     real_sets = [np.load(f["images"]) for f in floors]
     for z in real_sets:
-        assert z["images"].shape == (8, 16, 16, 1) and sorted(z["labels"].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+        assert z["images"].shape == (8, 16, 16, 3) and sorted(z["labels"].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
         got = as_set(z["images"])
         assert len(got) == 8 and not got & as_set(ft_images) and not got & as_set(ref)
-        for im, y in zip(z["images"][..., 0], z["labels"]):  # each is a train image of its class
+        for im, y in zip(z["images"], z["labels"]):  # each is a train image of its class
             assert any(np.array_equal(im, t) for t in train.images[train.labels == y])
     assert not as_set(real_sets[0]["images"]) & as_set(real_sets[1]["images"])
 
     # every metric recomputed from the saved images / features, independently of the demo's code
-    model, info = judge.train_classifier(out, 16, 0.2, 128, progress=False)
-    assert info == saved["classifier"]
-    # the judge trained without the floor pool: the train split minus every image reserved for floors
-    all_train = load_builtin("animal-mnist", resolution=16, channels=1, split="train").images
+    model, info = judge.train_classifier(out, 16, 0.2, 128, progress=False, target=get_target("covered"))
+    assert info == saved["classifier"] and (model.channels, model.head.out_features) == (3, 12)
+    # the judge trained on the 12 glyph shapes in every hue, without the floor pool: the train split minus
+    # every image reserved for floors
+    all_train = load_builtin("glyphs", resolution=16, split="train").images
     reserved = sum(int(hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest(), 16) % 20 < 11 for im in all_train)
     assert info["train_images"] == len(all_train) - reserved and 0.4 < reserved / len(all_train) < 0.7
     for f, z in zip(floors, real_sets):  # so no floor image is one the judge saw
         assert all(int(hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest(), 16) % 20 < 11
-                   for im in z["images"][..., 0])
-    ref_judge = judge.features(model, judge.uint8_to_input(ref))
+                   for im in z["images"])
+    ref_judge = judge.features(model, judge.uint8_to_input(ref, 3))
     # the reference's class of each image: the class of the held-out test image it is
-    test = load_builtin("animal-mnist", resolution=16, classes=[6, 7, 8, 9], split="test")
-    ref_lab = np.array([test.labels[(test.images == im[..., 0]).all((1, 2))][0] for im in ref])
+    test = load_builtin("glyphs-blue", resolution=16, classes=[0, 1, 2, 3], split="test")
+    ref_lab = np.array([test.labels[(test.images == im).all((1, 2, 3))][0] for im in ref])
     assert sorted(ref_lab.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
 
     def intra(fn, ref_f: np.ndarray, f: np.ndarray, lab: np.ndarray) -> float:  # mean over classes of fn(ref_k, f_k)
@@ -160,11 +166,13 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
     sets = [(r, *load_samples(r["samples"])) for r in saved["runs"]]
     sets += [(f, z["images"], z["labels"]) for f, z in zip(floors, real_sets)]
     for k, (r, images, labels) in enumerate(sets):
-        assert images.shape == (8, 16, 16, 1) and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
-        pred = judge.predict(model, judge.uint8_to_input(images)).argmax(1).numpy()
-        assert r["in_domain"] == np.isin(pred, [6, 7, 8, 9]).mean()
-        assert r["class_match"] == (pred == np.array([6, 7, 8, 9])[labels]).mean()
-        feats = judge.features(model, judge.uint8_to_input(images))
+        assert images.shape == (8, 16, 16, 3) and sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+        pred = judge.predict(model, judge.uint8_to_input(images, 3)).argmax(1).numpy()
+        assert r["in_domain"] == np.isin(pred, [0, 1, 2, 3]).mean()
+        assert r["class_match"] == (pred == np.array([0, 1, 2, 3])[labels]).mean()
+        hue = glyph_hue(images)  # the exact domain: the shape's hue in the blue band [0.55, 0.72)
+        assert r["domain_exact"] == np.mean((hue >= 0.55) & (hue < 0.72))
+        feats = judge.features(model, judge.uint8_to_input(images, 3))
         assert r["fd_classifier"] == pytest.approx(_frechet(feats, ref_judge), rel=1e-6)  # float32 features
         kid_mean, kid_std = _kid(ref_judge, feats, 7)
         assert r["kid_classifier"] == pytest.approx(kid_mean, rel=1e-6, abs=1e-9)
@@ -202,7 +210,7 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
         by_setting.setdefault(_setting(r), []).append(r)
     assert len(saved["summary"]) == len(by_setting) == 5
     metrics = ("fid", "kid", "fd_classifier", "kid_classifier", "intra_fid", "intra_kid", "intra_fd_classifier",
-               "intra_kid_classifier", "in_domain", "class_match")
+               "intra_kid_classifier", "in_domain", "class_match", "domain_exact")
     for row in saved["summary"]:
         rs = by_setting[_setting(row)]
         for m in metrics:
@@ -267,13 +275,15 @@ def test_demo_end_to_end_report_numbers_come_from_the_run(tmp_path: Path) -> Non
                                     f"{r['intra_fd_classifier']:.1f} ± {r['intra_fd_classifier_std']:.1f}",
                                     f"{r['intra_kid_classifier']:.4g} ± {r['intra_kid_classifier_std']:.4g}",
                                     f"{r['in_domain']:.3f} ± {r['in_domain_std']:.3f}",
-                                    f"{r['class_match']:.3f} ± {r['class_match_std']:.3f}"]
+                                    f"{r['class_match']:.3f} ± {r['class_match_std']:.3f}",
+                                    f"{r['domain_exact']:.3f} ± {r['domain_exact_std']:.3f}"]
     dog_vs_cfg = {c["metric"]: c for c in saved["comparisons"] if c["a"]["method"] == "dog" and not c["a"]["interval"]
                   and c["b"]["method"] == "cfg"}
     flag = lambda c: rel_change(c["mean_a"], c["mean_b"]) + (", resolved" if c["resolved"] else ", not resolved")  # noqa: E731
     assert rows["DoG vs CFG"] == [flag(dog_vs_cfg[m]) for m in ("fid", "kid", "fd_classifier", "kid_classifier")]
     assert per_class["DoG vs CFG"] == [flag(dog_vs_cfg[m]) for m in ("intra_fid", "intra_kid", "intra_fd_classifier",
-                                                                     "intra_kid_classifier", "in_domain", "class_match")]
+                                                                     "intra_kid_classifier", "in_domain", "class_match",
+                                                                     "domain_exact")]
     assert "N = 8 samples per setting" in report and "w in [2.0]" in report and "seed replicates [0, 1]" in report
     unresolved = [c["metric"] for c in dog_vs_cfg.values() if not c["resolved"]]
     if unresolved:
@@ -339,16 +349,16 @@ def test_settings_grid_and_floor_pool_limit(tmp_path: Path) -> None:
     # < 11 mod 20 (the judge never trains on them), minus the fine-tuning images (by content)
     sha = lambda im: hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest()
     train = load_builtin("animal-mnist", resolution=16, channels=1, classes=[6], split="train").images
-    tuned = {sha(im) for im in np.asarray(target_data(DemoConfig(), 16)[0].images)}
+    tuned = {sha(im) for im in np.asarray(target_data(DemoConfig(target="animal"), 16)[0].images)}
     pool = {sha(im) for im in train if int(sha(im), 16) % 20 < 11} - tuned
     per_rep = sum(int(sha(im), 16) % 20 < 11 and sha(im) not in tuned for im in train) // 2
     assert 190 < per_rep < 240  # (about 55% of 800, minus the fine-tuning share) over 2 replicates
-    sets = floor_sets(DemoConfig(seeds=[0, 1]), ref, [per_rep, 1, 0, 2], 16)
+    sets = floor_sets(DemoConfig(target="animal", seeds=[0, 1]), ref, [per_rep, 1, 0, 2], 16)
     assert [np.bincount(y, minlength=4).tolist() for _, y in sets] == [[per_rep, 1, 0, 2]] * 2
     drawn = [sha(im[..., 0]) for images, y in sets for im in images[y == 0]]
     assert len(set(drawn)) == len(drawn) and set(drawn) <= pool  # disjoint replicates, all from the judge-free pool
     with pytest.raises(ValueError, match=f"needs {per_rep + 1} images of target class 6 per seed replicate"):
-        floor_sets(DemoConfig(seeds=[0, 1]), ref, [per_rep + 1, 1, 1, 1], 16)
+        floor_sets(DemoConfig(target="animal", seeds=[0, 1]), ref, [per_rep + 1, 1, 1, 1], 16)
 
 
 def test_cli_options_and_variants() -> None:
@@ -375,6 +385,32 @@ def test_cli_options_and_variants() -> None:
         config_from_args(parser.parse_args(["demo", "--dog-interval", "400"]))
     with pytest.raises(ValueError, match="without repeats"):
         DemoConfig(seeds=[0, 0]).validate()
+
+
+def test_targets_set_the_defaults_and_an_explicit_value_wins() -> None:
+    parser = build_parser()
+    covered = config_from_args(parser.parse_args(["demo"]))
+    assert (covered.target, covered.target_classes, covered.finetune_steps, covered.target_preset) == (
+        "covered", [0, 1, 2, 3], 2000, "glyph-target-covered")
+    assert covered.source.endswith("glyph-source.safetensors") and covered.spec.channels == 3
+    outside = config_from_args(parser.parse_args(["demo", "--target", "outside"]))
+    assert (outside.out, outside.target_classes, outside.finetune_steps) == ("runs/demo-outside", [8, 9, 10, 11], 2000)
+    animal = config_from_args(parser.parse_args(["demo", "--target", "animal", "--finetune-steps", "7"]))
+    assert (animal.out, animal.target_classes, animal.finetune_steps, animal.spec.channels) == (
+        "runs/demo-animal", [6, 7, 8, 9], 7, 1)
+    assert animal.source.endswith("animal-source.safetensors") and animal.pretrain_steps == 9000
+    flow = config_from_args(parser.parse_args(["demo", "--flow"]))  # the flow variant is the animal one
+    assert (flow.target, flow.out, flow.prediction) == ("animal", "runs/demo-flow", "velocity")
+    with pytest.raises(ValueError, match="flow variant exists for the animal target only"):
+        config_from_args(parser.parse_args(["demo", "--flow", "--target", "covered"]))
+    with pytest.raises(ValueError, match="target_classes must be glyphs-blue ids 0..11"):
+        DemoConfig(target_classes=[12])
+    with pytest.raises(ValueError, match="unknown demo target 'sky'"):
+        DemoConfig(target="sky")
+    # an explicit field is kept, the rest follow the target; a saved config round-trips unchanged
+    mixed = DemoConfig(target="outside", target_classes=[4, 5])
+    assert mixed.target_classes == [4, 5] and mixed.target_preset == "glyph-target-outside"
+    assert DemoConfig.from_dict(mixed.to_dict()) == mixed
 
 
 def test_the_judge_does_not_depend_on_the_callers_random_state(tmp_path: Path) -> None:

@@ -51,8 +51,8 @@ def test_sit_time_has_the_snr_of_the_ddpm_step():
 
 
 def test_flow_variant_matches_the_eps_demos_network_evaluations():
-    eps, fl = _demo(), _demo("--flow")
-    assert (eps.prediction, eps.sampler, eps.steps, eps.out) == ("eps", "ddim", 25, "runs/demo")
+    eps, fl = _demo("--target", "animal"), _demo("--flow")  # the flow variant is the animal demo's
+    assert (eps.prediction, eps.sampler, eps.steps, eps.out) == ("eps", "ddim", 25, "runs/demo-animal")
     assert (fl.prediction, fl.sampler, fl.steps, fl.out) == ("velocity", "ode-heun", 12, "runs/demo-flow")
     assert 2 * fl.steps == 24 and abs(2 * fl.steps - eps.steps) <= 1  # Heun: 2 evaluations per step vs DDIM's 1
     assert fl.dog_interval == [0.16, 0.78] and fl.source_preset == "animal-source-flow"
@@ -80,7 +80,7 @@ def test_flow_variant_refuses_eps_samplers_and_out_of_range_intervals():
 
 
 def test_missing_flow_source_says_how_to_pretrain(tmp_path: Path):
-    cfg = flow(DemoConfig(out=str(tmp_path / "demo")))
+    cfg = flow(DemoConfig(out=str(tmp_path / "demo"), target="animal"))
     cfg.source = str(tmp_path / "nope.safetensors")
     with pytest.raises(FileNotFoundError, match=r"nope\.safetensors \(--source\) does not exist.*--pretrain to "
                                                 r"pre-train the 'animal-source-flow' preset"):
@@ -88,12 +88,12 @@ def test_missing_flow_source_says_how_to_pretrain(tmp_path: Path):
 
 
 def test_source_of_the_other_prediction_is_refused(tmp_path: Path):
-    cfg = flow(DemoConfig(out=str(tmp_path / "demo")))
+    cfg = flow(DemoConfig(out=str(tmp_path / "demo"), target="animal"))
     cfg.source = str(EPS_SOURCE)  # the shipped DiT (eps) source
     with pytest.raises(ValueError, match="predicts 'eps', but --flow \\(flow matching\\) needs a 'velocity' source"):
         ensure_source(cfg, tmp_path / "demo")
     sit = _tiny_checkpoint(tmp_path / "sit.safetensors", "velocity")
-    eps_cfg = DemoConfig(out=str(tmp_path / "demo"), source=str(sit))
+    eps_cfg = DemoConfig(out=str(tmp_path / "demo"), target="animal", source=str(sit))
     with pytest.raises(ValueError, match="predicts 'velocity', but the eps \\(DiT\\) demo needs a 'eps' source"):
         ensure_source(eps_cfg, tmp_path / "demo")
     cfg.source = str(sit)
@@ -115,7 +115,7 @@ def test_a_dit_eps_guide_for_a_flow_fine_tune_is_refused(tmp_path: Path):
 
 def tiny_flow_config(out: Path) -> DemoConfig:
     """The eps demo's tiny test sizes under --flow: a T/2 SiT pre-trained from scratch for 30 steps, no FID."""
-    cfg = flow(DemoConfig(out=str(out), pretrain=True, pretrain_steps=30, model="T/2",
+    cfg = flow(DemoConfig(out=str(out), target="animal", pretrain=True, pretrain_steps=30, model="T/2",
                           model_overrides={"hidden_size": 32, "depth": 1, "num_heads": 2}, finetune_steps=10,
                           finetune_batch=8, images_per_class=5, w=[2.0], samples=6, seeds=[0, 1], steps=5,
                           batch_size=8, reference_images=8, classifier_epochs=0.2, kid_subsets=7, fid=False,

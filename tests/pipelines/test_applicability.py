@@ -30,6 +30,7 @@ FLAG_VALUES = {
     "sample_eps": lambda s: ["--sampler-option", "sample_eps=0.01"],
     "last_step_size": lambda s: ["--sampler-option", "last_step_size=0.1"],
     "pretrain_steps": lambda s: ["--pretrain-steps", "5"],
+    "study_targets": lambda s: ["--study-targets", "covered"],
     "study_finetune_steps": lambda s: ["--study-finetune-steps", "5"],
     "study_images_per_class": lambda s: ["--study-images-per-class", "5"],
     "ablation_w": lambda s: ["--ablation-w", "2"], "sampling_steps": lambda s: ["--sampling-steps", "5"],
@@ -200,4 +201,4 @@ def test_pretrain_steps_reach_the_config_only_when_given():
     parser = _subparsers()["demo"]
     assert config_from_args(parser.parse_args(["--flow"])).pretrain_steps == 1000  # the flow variant's, not 9000
     assert config_from_args(parser.parse_args(["--pretrain", "--pretrain-steps", "7"])).pretrain_steps == 7
-    assert "[default: 9000; --flow: 1000]" in " ".join(parser.format_help().split())  # --help still says it
+    assert "[default: 10000; animal: 9000; --flow: 1000]" in " ".join(parser.format_help().split())  # --help says it

@@ -28,8 +28,9 @@ TARGETS = np.array([6, 7, 8, 9])
 
 
 def tiny_study(out: Path) -> StudyConfig:
-    """A T/2-sized source pre-trained for 30 steps; a 2 x 1 map; every ablation at two points; judge metrics only."""
-    base = DemoConfig(out=str(out), pretrain=True, pretrain_steps=30, model="T/2",
+    """The animal target: a T/2-sized source pre-trained for 30 steps; a 2 x 1 map; every ablation at two points;
+    judge metrics only."""
+    base = DemoConfig(out=str(out), target="animal", pretrain=True, pretrain_steps=30, model="T/2",
                       model_overrides={"hidden_size": 32, "depth": 1, "num_heads": 2}, finetune_steps=10,
                       finetune_batch=8, images_per_class=5, w=[2.0], dog_interval=None, samples=6, seeds=[0, 1],
                       steps=5, batch_size=8, reference_images=8, classifier_epochs=0.2, kid_subsets=7,
@@ -274,6 +275,12 @@ def test_study_cli_options_and_validation() -> None:
                                                                           ["steps", "nine-grid"])
     assert (s.grid_w, s.blend, s.base.out, s.base.w, s.base.dog_interval) == ([2.0, 4.0], 0.25, "runs/demo-study",
                                                                              [1.5], None)
+    assert s.targets == ["covered", "outside"]  # the coverage axis of the glyph benchmark
+    assert parse("--study", "--target", "animal").targets == ["animal"]
+    assert parse("--study", "--target", "animal").base.out == "runs/demo-study-animal"
+    assert parse("--study", "--study-targets", "outside").targets == ["outside"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--study", "--study-targets", "sky"])
     only = parse("--ablation", "all", "--w", "1.5,3", "--out", "x", "--dog-interval", "500,999")
     assert not only.map and only.ablations == ["steps", "uncond-guide", "nine-grid"]
     assert only.base.w == [1.5, 3.0] and only.base.out == "x" and only.base.dog_interval == [500.0, 999.0]
@@ -289,7 +296,7 @@ def test_study_cli_options_and_validation() -> None:
                      ({"sampling_steps": [1, 10]}, "sampling_steps must be >= 2"),
                      ({"ablations": ["fig5"]}, r"ablations: unknown \['fig5'\]"),
                      ({"map": False}, "nothing to do"), ({"blend": 2.0}, "blend must be in"),
-                     ({"grid_w": [0.5]}, "grid_w must be")):
+                     ({"grid_w": [0.5]}, "grid_w must be"), ({"targets": ["covered", "covered"]}, "targets must be")):
         with pytest.raises(ValueError, match=msg):
             StudyConfig(**bad)
     assert StudyConfig.from_dict(StudyConfig().to_dict()) == StudyConfig()

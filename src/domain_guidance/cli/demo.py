@@ -1,10 +1,11 @@
-"""``dog demo``: the embedded end-to-end transfer benchmark (animal-mnist, CPU, minutes)."""
+"""``dog demo``: the embedded end-to-end transfer benchmark (glyphs or animal-mnist, CPU, minutes)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from ..pipelines.demo.config import FLOW_PRETRAIN_STEPS, DemoConfig, flow, full, quick
+from ..pipelines.demo.domains import DEFAULT_TARGET, TARGETS
 from .demo_study import add_study_arguments, study_config_from_args, wants_study
 
 _Q = quick()
@@ -36,22 +37,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     p = subparsers.add_parser(
         "demo", help="end-to-end transfer benchmark: pre-train, fine-tune, unguided/CFG/DoG, FID, report",
-        description="Source model (animal-mnist classes 0-5, 16 px) -> fine-tune on classes 6-9 with few images "
-                    "-> sample unguided / CFG / DoG over a w grid with the same seeds -> FID (real Inception) and a "
-                    "10-class CNN judge -> OUT/report.md. Stages are cached under --out; a rerun resumes. "
-                    "Defaults shown are the quick variant's.",
+        description="Shipped source model -> fine-tune on a target with few images -> sample unguided / CFG / DoG "
+                    "over a w grid with the same seeds -> FID (real Inception), a CNN judge and (glyphs) the exact "
+                    "domain rate, against real floors -> OUT/report.md. Targets: covered (default; blue glyph shapes "
+                    "the source holds), outside (blue glyph shapes the source never saw), animal (animal-mnist "
+                    "classes 6-9 after a source on 0-5). Stages are cached under --out; a rerun resumes. "
+                    "Defaults shown are the quick variant's, covered target.",
         formatter_class=_Formatter)
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="README size (the default)")
     size.add_argument("--full", action="store_true",
                       help="larger variant: 500 samples, 3 seed replicates, w in {1.25,1.5,2,3,4}, 50 steps, "
                            "all 800 held-out reference images, also a no-dropout fine-tune (hours on a CPU)")
+    p.add_argument("--target", choices=sorted(TARGETS), default=None,
+                   help=f"which benchmark (docs/demo.md) [default: {DEFAULT_TARGET}; with --flow: animal]")
     p.add_argument("--flow", action="store_true",
                    help="flow-matching variant: a velocity (SiT) source and fine-tune, ODE Heun sampling with about "
                         "the network evaluations of the DDIM steps (12 for 25), the DoG interval in SiT time at the "
                         "same noise levels ([0, 0.23]); out dir runs/demo-flow; combines with --full")
-    p.add_argument("--out", default=None, help=f"output folder (full: runs/demo-full, flow: runs/demo-flow) "
-                                               f"[default: {_Q.out}]")
+    p.add_argument("--out", default=None, help=f"output folder (full: runs/demo-full, flow: runs/demo-flow; other "
+                                               f"targets: -<target> appended) [default: {_Q.out}]")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--source", default=None,
                      help=f"source checkpoint or `dog pretrain` run dir; an error if it does not exist or holds no "
@@ -60,9 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help=f"pre-train the source model here instead ({_Q.source_preset} preset into OUT/source, "
                           "resumed if already started; hours on a CPU)")
     p.add_argument("--pretrain-steps", type=int, default=None,
-                   help=f"steps of the --pretrain pre-training [default: {_Q.pretrain_steps}; --flow: "
-                        f"{FLOW_PRETRAIN_STEPS}]")
-    p.add_argument("--finetune-steps", type=int, default=None, help=f"[default: {_Q.finetune_steps}]")
+                   help=f"steps of the --pretrain pre-training [default: {_Q.pretrain_steps}; animal: 9000; "
+                        f"--flow: {FLOW_PRETRAIN_STEPS}]")
+    p.add_argument("--finetune-steps", type=int, default=None, help=f"[default: the target's: {_Q.finetune_steps} "
+                                                                            f"(covered, outside), 1000 (animal)]")
     p.add_argument("--finetune-lr", type=float, default=None,
                    help=f"fine-tune learning rate [default: {_Q.finetune_lr:g}; the search behind it: "
                         "docs/regime-search.md]")
@@ -91,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """The variant's DemoConfig with the given options applied."""
-    cfg = full() if args.full else quick()
+    target = args.target or ("animal" if args.flow else DEFAULT_TARGET)
+    cfg = full(target) if args.full else quick(target)
     if args.flow:
         cfg = flow(cfg)
     if args.source is not None:

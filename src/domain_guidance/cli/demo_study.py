@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..pipelines.demo.config import DemoConfig
-from ..pipelines.demo.study_config import ABLATIONS, StudyConfig
+from ..pipelines.demo.domains import TARGETS
+from ..pipelines.demo.study_config import ABLATIONS, COVERAGE, StudyConfig
 
 _S = StudyConfig()
 
@@ -15,6 +16,15 @@ def _ints(text: str) -> list[int]:
 
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.replace(",", " ").split()]
+
+
+def _targets(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in TARGETS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown target(s) {bad or text!r}; expected a comma list of "
+                                         f"{', '.join(sorted(TARGETS))}")
+    return names
 
 
 def _ablations(text: str) -> list[str]:
@@ -32,11 +42,14 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
     """The study's options on the ``demo`` parser."""
     g = p.add_argument_group(
         "study (long: hours on a CPU; resumes cell by cell)",
-        "--study maps DoG vs CFG over fine-tune steps x images per class (OUT/report.md: heat maps with resolved "
-        "flags and floors); --ablation adds the paper's ablations, run on the base setting (--finetune-steps, "
+        "--study maps DoG vs CFG over coverage (target inside / outside the source's domain) x fine-tune steps x "
+        "images per class (OUT/report.md: heat maps with resolved flags and floors); --ablation adds the paper's ablations, run on the base setting (--finetune-steps, "
         "--images-per-class). Without --out the study writes to runs/demo-study; its w defaults to 1.5 and it "
         "has no interval row unless --w / --dog-interval say otherwise.")
     g.add_argument("--study", action="store_true", help="run the DoG-vs-CFG map")
+    g.add_argument("--study-targets", type=_targets, default=None, metavar="T,T,...",
+                   help=f"the coverage axis [default: {','.join(COVERAGE['covered'])} for the glyph targets, animal "
+                        "for --target animal]")
     g.add_argument("--study-finetune-steps", type=_ints, default=None, metavar="N,N,...",
                    help=f"the map's fine-tune lengths [default: {','.join(map(str, _S.finetune_steps))}]")
     g.add_argument("--study-images-per-class", type=_ints, default=None, metavar="N,N,...",
@@ -67,7 +80,9 @@ def wants_study(args: argparse.Namespace) -> bool:
 def study_config_from_args(args: argparse.Namespace, base: DemoConfig) -> StudyConfig:
     """The StudyConfig of the parsed options; ``base`` is the demo config the other options built."""
     if args.out is None:  # a study of each variant in its own folder
-        base.out = "runs/demo-study" + ("-full" if args.full else "") + ("-flow" if getattr(args, "flow", False) else "")
+        flow = getattr(args, "flow", False)
+        base.out = ("runs/demo-study" + ("-full" if args.full else "") + ("-flow" if flow else "")
+                    + ("-animal" if base.target == "animal" and not flow else ""))
     if args.w is None:
         base.w = [1.5]
     if args.dog_interval is None:
@@ -78,7 +93,7 @@ def study_config_from_args(args: argparse.Namespace, base: DemoConfig) -> StudyC
         base.also_without_dropout = False
     ablations = list(dict.fromkeys(a for group in args.ablation or [] for a in group))
     values = {"base": base, "map": bool(args.study), "ablations": ablations}
-    for name, field in (("study_finetune_steps", "finetune_steps"), ("study_images_per_class", "images_per_class"),
+    for name, field in (("study_targets", "targets"), ("study_finetune_steps", "finetune_steps"), ("study_images_per_class", "images_per_class"),
                         ("ablation_w", "ablation_w"), ("sampling_steps", "sampling_steps"),
                         ("uncond_guide_steps", "uncond_guide_steps"), ("grid_w", "grid_w"), ("blend", "blend")):
         if getattr(args, name) is not None:

@@ -96,6 +96,7 @@ SAMPLING_RULES: tuple[Rule, ...] = (
 # dog demo: options of one mode
 DEMO_RULES: tuple[Rule, ...] = (
     Rule("pretrain_steps", "--pretrain-steps", "only with --pretrain", "pretrain", lambda c: c.pretrain),
+    Rule("study_targets", "--study-targets", "only with --study", "study", lambda c: c.study),
     Rule("study_finetune_steps", "--study-finetune-steps", "only with --study", "study", lambda c: c.study),
     Rule("study_images_per_class", "--study-images-per-class", "only with --study", "study", lambda c: c.study),
     Rule("ablation_w", "--ablation-w", "only with --ablation steps or uncond-guide", "ablations",
@@ -135,7 +136,7 @@ EVERYWHERE: dict[str, frozenset[str]] = {
                         "precision", "compile", "vae", "metrics", "device", "out", "overwrite"}),
     "evaluate": frozenset({"samples", "reference", "metrics", "device", "reference_cache", "batch_size", "precision",
                            "out", "allow_incomplete", "allow_shape_mismatch"}),
-    "demo": frozenset({"quick", "full", "flow", "out", "source", "pretrain", "finetune_steps", "finetune_lr",
+    "demo": frozenset({"quick", "full", "target", "flow", "out", "source", "pretrain", "finetune_steps", "finetune_lr",
                        "images_per_class", "samples", "w", "seeds", "steps", "sampler", "reference_images",
                        "dog_interval", "also_without_dropout", "no_fid", "no_progress", "study", "ablation"}),
 }

@@ -15,6 +15,7 @@ METRICS: dict[str, bool] = {
     "fid": True, "kid": True, "fd_classifier": True, "kid_classifier": True,
     "intra_fid": True, "intra_kid": True, "intra_fd_classifier": True, "intra_kid_classifier": True,
     "in_domain": False, "class_match": False,
+    "domain_exact": False,  # glyph targets: the share of samples whose shape is in the target's hue band (exact)
 }
 # per-run extras averaged into the summary but never compared (the KID std over its subsets)
 EXTRAS = ("kid_subset_std", "kid_classifier_subset_std")

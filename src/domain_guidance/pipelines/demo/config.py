@@ -1,27 +1,23 @@
 """Configuration of the embedded transfer benchmark (``dog demo``): a dataclass with two named sizes.
 
+``target`` picks the benchmark (domains.py): ``covered`` (the default: a glyph target inside the source's
+domain), ``outside`` (glyph shapes the source never saw) or ``animal`` (the earlier animal-mnist demo); the
+source, presets, target classes and fine-tune length default to the target's.
+
 ``quick`` is the README size (within 15 minutes on 2 CPU cores, most of it FID-Inception features);
 ``full`` (``dog demo --full``) takes more samples and a finer w grid for a more stable measurement
 (hours on a CPU). ``flow`` (``dog demo --flow``) turns either into the flow-matching variant (see flow.py).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ...core.interval import RECOMMENDED_SIGMA, ddpm_interval
 from ...io.config_files import ConfigMixin
+from .domains import DEFAULT_TARGET, DemoTarget, get_target
 from .flow import FLOW_SAMPLER, FLOW_SOURCE_PRESET, default_flow_source, flow_interval, matched_steps
-
-# The demo's source model, produced once by `dog pretrain --preset animal-source` (see assets/README.md)
-# and shipped so that `dog demo` needs no hour-long pre-training on a fresh clone.
-SHIPPED_SOURCE = Path(__file__).resolve().parents[2] / "assets" / "animal-source.safetensors"
-
-
-def default_source() -> str:
-    """The shipped source checkpoint if present, else the run directory the preset trains into."""
-    return str(SHIPPED_SOURCE) if SHIPPED_SOURCE.is_file() else "runs/animal-source"
 
 
 @dataclass
@@ -29,19 +25,20 @@ class DemoConfig(ConfigMixin):
     """One demo run: source model, target fine-tune(s), sampling grid and evaluation sizes."""
 
     out: str = "runs/demo"
+    target: str = DEFAULT_TARGET  # covered | outside | animal (domains.py); None fields below default to its values
     prediction: str = "eps"  # eps: DiT (ADM diffusion); velocity: flow matching (SiT), the `--flow` variant
     # source model: a run dir / checkpoint (an error if it holds none), or with pretrain=True one trained here
-    source: str = field(default_factory=default_source)
-    source_preset: str = "animal-source"
+    source: str | None = None  # None: the target's shipped source
+    source_preset: str | None = None
     pretrain: bool = False  # pre-train source_preset into out/source (resuming it) instead of using `source`
-    pretrain_steps: int = 9000  # what the shipped source checkpoint was trained for
+    pretrain_steps: int | None = None  # None: what the shipped source checkpoint was trained for
     model: str | None = None  # pre-training model size override (None: the preset's)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {hidden_size: 32, depth: 1}
     # target domain and fine-tuning (published protocol: label dropout 0.1)
-    target_preset: str = "animal-target"
-    target_classes: list[int] = field(default_factory=lambda: [6, 7, 8, 9])
+    target_preset: str | None = None
+    target_classes: list[int] | None = None  # original class ids in the target's dataset
     images_per_class: int = 50
-    finetune_steps: int = 1000  # with finetune_lr 3e-4: the closest setting to the paper's regime (docs/regime-search.md)
+    finetune_steps: int | None = None  # None: the target's (covered / outside: 2000, animal: 1000; docs/regime-search.md)
     finetune_lr: float | None = 3e-4  # None: the target preset's
     finetune_batch: int = 32
     also_without_dropout: bool = False  # also fine-tune with label dropout 0 (unguided / DoG only)
@@ -69,7 +66,15 @@ class DemoConfig(ConfigMixin):
     progress: bool = True
 
     def __post_init__(self) -> None:
+        for name, value in target_defaults(get_target(self.target)).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         self.validate()
+
+    @property
+    def spec(self) -> DemoTarget:
+        """The target's data, judge and exact domain measure (domains.py)."""
+        return get_target(self.target)
 
     def validate(self) -> "DemoConfig":
         """Raise ValueError naming the first bad field."""
@@ -105,29 +110,59 @@ class DemoConfig(ConfigMixin):
             raise ValueError(f"kid_subsets must be >= 1, got {self.kid_subsets}")
         if self.images_per_class < 1 or self.finetune_steps < 1 or self.pretrain_steps < 1:
             raise ValueError("images_per_class, finetune_steps and pretrain_steps must be >= 1")
-        if not self.target_classes or any(not 0 <= c < 10 for c in self.target_classes):
-            raise ValueError(f"target_classes must be animal-mnist ids 0..9, got {self.target_classes}")
+        spec = get_target(self.target)
+        if not self.target_classes or any(not 0 <= c < spec.judge_classes for c in self.target_classes):
+            raise ValueError(f"target_classes must be {spec.dataset} ids 0..{spec.judge_classes - 1}, "
+                             f"got {self.target_classes}")
         return self
 
 
-def quick() -> DemoConfig:
-    """README size (14 min 2 s measured on 2 free cores, runs/demo-r7): 100 samples per setting, three seed replicates, w in
-    {1.5, 3}, DoG also with the interval t in [82, 578] (sigma in (0.28, 5.42]), 1000 fine-tune steps at lr 3e-4."""
-    return DemoConfig()
+def target_defaults(spec: DemoTarget) -> dict[str, Any]:
+    """The config fields a target decides when they are not given."""
+    return {"source": spec.source, "source_preset": spec.source_preset, "pretrain_steps": spec.pretrain_steps,
+            "target_preset": spec.target_preset, "target_classes": list(spec.classes),
+            "finetune_steps": spec.finetune_steps}
 
 
-def full() -> DemoConfig:
+def retarget(cfg: DemoConfig, target: str) -> DemoConfig:
+    """``cfg`` for another target: the fields that hold the old target's defaults take the new target's, the
+    fields set to something else (an explicit --source, --finetune-steps...) stay."""
+    old, new = target_defaults(cfg.spec), target_defaults(get_target(target))
+    changed = {name: new[name] for name in new if getattr(cfg, name) == old[name]}
+    return dataclasses.replace(cfg, target=target, **changed)
+
+
+def default_out(base: str, target: str) -> str:
+    """A variant's output folder: ``base`` for the default target, ``base-<target>`` for the others."""
+    return base if target == DEFAULT_TARGET else f"{base}-{target}"
+
+
+def quick(target: str = DEFAULT_TARGET) -> DemoConfig:
+    """README size: 100 samples per setting, three seed replicates, w in {1.5, 3}, DoG also with the interval
+    t in [82, 578] (sigma in (0.28, 5.42]), the target's fine-tune length at lr 3e-4 (within 15 minutes on 2
+    cores: docs/demo.md has the measured wall time)."""
+    return DemoConfig(out=default_out("runs/demo", target), target=target)
+
+
+def full(target: str = DEFAULT_TARGET) -> DemoConfig:
     """``--full``: more samples, the w grid {1.25, 1.5, 2, 3, 4} (the U-shape), also the no-dropout fine-tune."""
-    return DemoConfig(out="runs/demo-full", w=[1.25, 1.5, 2.0, 3.0, 4.0], samples=500, seeds=[0, 1, 2],
-                      steps=50, reference_images=None, also_without_dropout=True, classifier_epochs=12.0)
+    return DemoConfig(out=default_out("runs/demo-full", target), target=target, w=[1.25, 1.5, 2.0, 3.0, 4.0],
+                      samples=500, seeds=[0, 1, 2], steps=50, reference_images=None, also_without_dropout=True,
+                      classifier_epochs=12.0)
 
 
 def flow(base: DemoConfig | None = None) -> DemoConfig:
-    """``--flow``: ``base`` (default: quick) under flow matching: the velocity source, an ODE sampler (Heun) with
-    about the network evaluations of its DDIM steps, the DoG interval at the same noise levels in SiT time,
-    its own out dir (runs/demo-flow, runs/demo-full-flow)."""
-    cfg = base if base is not None else quick()
-    cfg.out = "runs/demo-flow" if cfg.out == "runs/demo" else f"{cfg.out}-flow"
+    """``--flow``: ``base`` (default: quick, animal target) under flow matching: the velocity source, an ODE
+    sampler (Heun) with about the network evaluations of its DDIM steps, the DoG interval at the same noise
+    levels in SiT time, its own out dir (runs/demo-flow, runs/demo-full-flow). The shipped velocity source is
+    the animal one, so the flow variant exists for the animal target only."""
+    cfg = base if base is not None else quick("animal")
+    if cfg.target != "animal":
+        raise ValueError(f"the flow variant exists for the animal target only (its shipped velocity source is an "
+                         f"animal-mnist model), got target {cfg.target!r}; pass --target animal with --flow")
+    defaults = {default_out("runs/demo", "animal"): "runs/demo-flow",
+                default_out("runs/demo-full", "animal"): "runs/demo-full-flow"}
+    cfg.out = defaults.get(cfg.out, f"{cfg.out}-flow")
     cfg.prediction, cfg.source, cfg.source_preset = "velocity", default_flow_source(), FLOW_SOURCE_PRESET
     cfg.pretrain_steps = FLOW_PRETRAIN_STEPS
     cfg.sampler, cfg.steps = FLOW_SAMPLER, matched_steps(cfg.steps, FLOW_SAMPLER)

@@ -1,6 +1,6 @@
 """Real target images for the demo's floors: what a metric gives real data at the samples' N.
 
-The pool is the part of the fine-tune's own data split (the target classes of animal-mnist's train
+The pool is the part of the fine-tune's own data split (the target classes of the target dataset's train
 split) that the judge never trains on (``reserved_for_floors``), without the fine-tuning images, and
 without any image equal to a fine-tuning or reference image (animal-mnist has exact duplicates). Replicate i takes the i-th block of a seeded per-class
 permutation of that pool, with the same class counts as the sample sets: the subsets of
@@ -43,11 +43,17 @@ def target_data_overrides(cfg: DemoConfig) -> dict[str, Any]:
     return {"classes": list(cfg.target_classes), "images_per_class": cfg.images_per_class}
 
 
+def _nhwc(images: Any) -> np.ndarray:
+    """(N, R, R) or (N, R, R, C) uint8 -> (N, R, R, C); the same bytes, so content hashes do not change."""
+    images = np.asarray(images)
+    return images[..., None] if images.ndim == 3 else images
+
+
 def target_data(cfg: DemoConfig, resolution: int) -> tuple[Any, Any]:
     """(fine-tuning images, their whole split): the data the demo's fine-tune trains on, as it selects it."""
     overrides = {**cfg.train_overrides, "data": {**cfg.train_overrides.get("data", {}), **target_data_overrides(cfg)}}
     d = resolve_config(cfg.target_preset, overrides=overrides).data
-    kw = dict(resolution=resolution, channels=1, classes=d.classes, split=d.split, test_fraction=d.test_fraction,
+    kw = dict(resolution=resolution, channels=cfg.spec.channels, classes=d.classes, split=d.split, test_fraction=d.test_fraction,
               split_seed=d.split_seed)
     return (load_dataset(d.dataset, images_per_class=d.images_per_class, seed=d.subset_seed, **kw),
             load_dataset(d.dataset, **kw))
@@ -55,13 +61,13 @@ def target_data(cfg: DemoConfig, resolution: int) -> tuple[Any, Any]:
 
 def floor_sets(cfg: DemoConfig, reference: np.ndarray, counts: Sequence[int], resolution: int,
                ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One real set per seed replicate: (uint8 (N, R, R, 1) images, (N,) labels 0..K-1), class k ``counts[k]`` times.
+    """One real set per seed replicate: (uint8 (N, R, R, C) images, (N,) labels 0..K-1), class k ``counts[k]`` times.
 
     Disjoint from the fine-tuning images and from ``reference`` (by content), and from each other.
     """
     train, pool = target_data(cfg, resolution)
-    taken = set(_hashes(np.asarray(train.images)).tolist()) | set(_hashes(reference[..., 0]).tolist())
-    images = np.asarray(pool.images)  # (M, R, R)
+    taken = set(_hashes(_nhwc(train.images)).tolist()) | set(_hashes(reference).tolist())
+    images = _nhwc(pool.images)  # (M, R, R, C)
     labels = np.asarray(pool.labels)
     free = ~np.isin(_hashes(images), list(taken)) & reserved_for_floors(images)  # never seen by the judge
     reps = len(cfg.seeds)
@@ -78,7 +84,7 @@ def floor_sets(cfg: DemoConfig, reference: np.ndarray, counts: Sequence[int], re
     out = []
     for block in blocks:
         sel = np.concatenate(block)  # class-sorted, like balanced sample labels
-        out.append((np.ascontiguousarray(images[sel][..., None]), labels[sel].astype(np.int64)))
+        out.append((np.ascontiguousarray(images[sel]), labels[sel].astype(np.int64)))
     return out
 
 

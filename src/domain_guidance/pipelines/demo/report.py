@@ -18,74 +18,11 @@ from ..generate import load_samples
 from . import analysis
 from .analysis import find, find_comparison
 from .floors import load_real
+from .report_format import COLUMNS, NAMES, TABLES, cell, fmt, label, metrics_of, rel_change, short, value
+from .report_protocol import kid_detail, protocol, title as report_title
 
-# metric -> (column title, format, display scale); lower/higher is better lives in analysis.METRICS
-COLUMNS: dict[str, tuple[str, str, float]] = {
-    "fid": ("FID (Inception) ↓", "{:.2f}", 1.0),
-    "kid": ("KID×10³ (Inception) ↓", "{:.2f}", 1e3),
-    "fd_classifier": ("FD (classifier) ↓", "{:.1f}", 1.0),
-    "kid_classifier": ("KID (classifier) ↓", "{:.4g}", 1.0),  # unnormalised ReLU features: any scale
-    "intra_fid": ("intra-class FID ↓", "{:.2f}", 1.0),
-    "intra_kid": ("intra-class KID×10³ ↓", "{:.2f}", 1e3),
-    "intra_fd_classifier": ("intra-class FD (classifier) ↓", "{:.1f}", 1.0),
-    "intra_kid_classifier": ("intra-class KID (classifier) ↓", "{:.4g}", 1.0),
-    "in_domain": ("in-domain rate ↑", "{:.3f}", 1.0),
-    "class_match": ("class match ↑", "{:.3f}", 1.0),
-}
-NAMES = {"unguided": "Unguided", "cfg": "CFG", "dog": "DoG", "real": "Real (floor)"}
-# the per-w tables: marginal metrics, then the class-conditional ones with the judge's rates
-TABLES = (("Marginal (all samples pooled vs the whole reference)", ("fid", "kid", "fd_classifier", "kid_classifier")),
-          ("Per class (samples asked for class k vs the reference images of class k, mean over k) and the judge's "
-           "rates", ("intra_fid", "intra_kid", "intra_fd_classifier", "intra_kid_classifier", "in_domain",
-                     "class_match")))
-
-
-def value(metric: str, x: float) -> str:
-    """One number in the metric's display format and scale."""
-    _, form, scale = COLUMNS[metric]
-    return form.format(x * scale)
-
-
-def fmt(row: dict[str, Any], metric: str) -> str:
-    """A table cell: the mean, with ± std (ddof 1) when there are several seed replicates."""
-    if metric not in row:
-        return "n/a"
-    text = value(metric, row[metric])
-    if row.get("replicates", 1) > 1:
-        text += " ± " + value(metric, row[f"{metric}_std"])
-    return text
-
-
-def rel_change(new: float, old: float) -> str:
-    """Relative change of ``new`` against ``old`` in percent (signed)."""
-    return "n/a" if old == 0 else f"{100.0 * (new - old) / abs(old):+.1f}%"
-
-
-def label(row: dict[str, Any]) -> str:
-    """Row title: method, w and interval."""
-    if row["method"] in ("unguided", "real"):
-        return NAMES[row["method"]]
-    inner = f"w={row['w']:g}"
-    if row.get("interval"):
-        inner += f", t∈[{row['interval'][0]:g},{row['interval'][1]:g}]"
-    return f"{NAMES[row['method']]} ({inner})"
-
-
-def short(row: dict[str, Any]) -> str:
-    """Short row name for comparison rows."""
-    return NAMES[row["method"]].split(" ")[0] + ("-int" if row.get("interval") else "")
-
-
-def metrics_of(summary: list[dict]) -> list[str]:
-    return [m for m in COLUMNS if any(m in r for r in summary)]
-
-
-def cell(c: dict[str, Any] | None) -> str:
-    """A comparison cell: the relative change of a against b, and whether the difference is resolved."""
-    if c is None:
-        return "n/a"
-    return f"{rel_change(c['mean_a'], c['mean_b'])}, " + ("resolved" if c["resolved"] else "not resolved")
-
+__all__ = ["COLUMNS", "NAMES", "TABLES", "cell", "fmt", "label", "metrics_of", "rel_change", "short", "value",
+           "write_report"]
 
 def rows_at(summary: list[dict], ft: str, w: float) -> list[dict[str, Any]]:
     """The rows of one w table: real floor, unguided, CFG, DoG, DoG with interval (those present)."""
@@ -253,81 +190,19 @@ def grids(results: dict[str, Any], ft: str, out: Path, per_row: int = 16) -> Pat
     return path
 
 
-def _protocol(results: dict[str, Any]) -> list[str]:
-    cfg = results["config"]
-    n_ref = results["reference"]["images"]
-    interval = cfg.get("dog_interval")
-    unit = "SiT time (0 = noise)" if cfg.get("prediction") == "velocity" else "DDPM timesteps"
-    fid_line = (f"- Reference: {n_ref} held-out target test images. FID: real FID-Inception weights (pool3 features; "
-                "exact Frechet distance); KID: unbiased polynomial-kernel MMD² on the same features, mean over "
-                f"{cfg['kid_subsets']} random subsets of min(N, reference) features (± its std over subsets in the "
-                "KID detail table)." if cfg["fid"] else
-                f"- Reference: {n_ref} held-out target test images. FID / KID (Inception): not computed (--no-fid).")
-    return [
-        "## Protocol", "",
-        f"- Source model: `{results['source']['checkpoint']}` (classes 0-5 of animal-mnist, 16 px, label dropout 0.1"
-        + (f", pre-trained here for {results['source']['steps']} steps" if results["source"]["trained_now"] else "")
-        + ").",
-        f"- Target domain: classes {cfg['target_classes']}, {cfg['images_per_class']} training images per class; "
-        f"full fine-tune for {cfg['finetune_steps']} steps (batch {cfg['finetune_batch']}, lr "
-        f"{cfg['finetune_lr'] if cfg.get('finetune_lr') is not None else 'of the preset'}).",
-        f"- Sampling: {cfg['sampler'].upper()} with {cfg['steps']} steps, N = {cfg['samples']} samples per setting "
-        f"(class-balanced), w in {cfg['w']}"
-        + (f", DoG also guided only for {unit} t in [{interval[0]:g}, {interval[1]:g}] (the high-noise "
-           "part; outside it the fine-tuned model alone)" if interval else "")
-        + f", seed replicates {cfg['seeds']} (replicate r uses seeds r*100000 + 0..N-1; every method sees the "
-          "same seeds).",
-        fid_line,
-        f"- Real floor (and ceiling for the judge's rates): per seed replicate, {cfg['samples']} real target images "
-        "with the samples' class counts, from the part of the target classes' train split that the judge never trains "
-        "on (a content-hashed floor pool), minus the fine-tuning images (and minus any exact duplicate of a "
-        "fine-tuning or reference image); the replicates' sets are disjoint. They are scored "
-        "exactly like the samples, so a method's number can only be read against this row at the same N.",
-        f"- Classifier judge: small CNN on all 10 classes, trained on the train split outside the floor pool (test accuracy "
-        f"{results['classifier']['test_accuracy']:.3f}); "
-        "in-domain rate = share classified into a target class; class match = share classified as the requested "
-        "(real: true) class; FD / KID (classifier) = Frechet distance / KID of its 128-d penultimate features vs the "
-        "reference.",
-        "- Intra-class metrics (intra-FID, Miyato & Koyama 2018): for each target class k, the samples asked for k "
-        "(real floor: the images of class k) against the reference images of class k, with the same estimator as the "
-        "marginal metric; the mean over classes. A marginal metric pools all samples and never sees the requested label, "
-        "so a sample of the wrong class costs it nothing; the intra-class one counts it. Per class there are only N/K "
-        "samples, so these distances are larger (biased up) than the marginal ones: read them against their floor.",
-        f"- Table cells: mean ± std (ddof 1) over the seed replicates. Resolved: {results['resolve_rule']} "
-        "(analysis.resolved). Comparison rows give the relative change of the first setting against the second.",
-        f"- Stage wall times (s): {results['stage_seconds']}; CPU seconds of this process: "
-        f"{results.get('stage_cpu_seconds', 'n/a')} ({results.get('torch_threads', '?')} torch threads); "
-        f"work: {results.get('workload', {})}.", ""]
-
-
-def _kid_detail(summary: list[dict], ft: str) -> list[str]:
-    rows = [r for r in summary if r["finetune"] in (ft, None) and ("kid_subset_std" in r
-                                                                  or "kid_classifier_subset_std" in r)]
-    if not rows:
-        return []
-    lines = ["KID detail: std over KID's random subsets (mean over replicates), a spread of the estimator "
-             "within one set:", "", "| Setting | KID×10³ (Inception) subset std | KID (classifier) subset std |",
-             "|---|---|---|"]
-    for r in rows:
-        a = value("kid", r["kid_subset_std"]) if "kid_subset_std" in r else "n/a"
-        b = value("kid_classifier", r["kid_classifier_subset_std"]) if "kid_classifier_subset_std" in r else "n/a"
-        lines.append(f"| {label(r)} | {a} | {b} |")
-    return lines + [""]
-
-
 def write_report(results: dict[str, Any], out: str | Path) -> Path:
     """Write ``out/report.md`` (with its PNGs) from a ``run_demo`` results dict."""
     out = Path(out)
     cfg, summary, cells = results["config"], results["summary"], results.get("comparisons", [])
-    lines = ["# Domain Guidance demo: animal-mnist transfer", "",
+    lines = [f"# Domain Guidance demo: {report_title(results)}", "",
              "All numbers below were produced by this run (`results.json` next to this file).", ""]
-    lines += _protocol(results)
+    lines += protocol(results)
     for ft, info in results["finetunes"].items():
         lines += [f"## Fine-tune with label dropout {info['label_dropout']:g} (`{ft}`)", "", "### Regime checks", ""]
         lines += regime(results.get("diagnostics", {}).get(ft, {}), summary, ft) + [""]
         for w in cfg["w"]:
             lines += [f"### w = {w:g}", ""] + table(summary, cells, ft, float(w)) + [""]
-        lines += _kid_detail(summary, ft)
+        lines += kid_detail(summary, ft)
         lines += ["### Verdict (resolved differences only)", ""]
         lines += verdict(summary, cells, ft, [float(w) for w in cfg["w"]]) or [
             "- No CFG available for this fine-tune (no null label)."]

@@ -119,20 +119,23 @@ def finetune(cfg: DemoConfig, base: str, out: Path, label_dropout: float) -> dic
 
 
 def reference_set(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out target test images, uint8 (N, 16, 16, 1), a class-balanced seeded subset if capped,
+    """Held-out target test images, uint8 (N, 16, 16, C), a class-balanced seeded subset if capped,
     and their class indices 0..K-1 (N,)."""
-    ds = load_builtin("animal-mnist", resolution=RESOLUTION, channels=1, classes=cfg.target_classes, split="test")
+    spec = cfg.spec
+    ds = load_builtin(spec.dataset, resolution=RESOLUTION, channels=spec.channels, classes=cfg.target_classes,
+                      split="test")
     idx = np.arange(len(ds.labels))
     if cfg.reference_images is not None and cfg.reference_images < len(idx):
         rng = np.random.default_rng(0)
         per = -(-cfg.reference_images // len(cfg.target_classes))
         idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(ds.labels == k))[:per]
                                       for k in range(len(cfg.target_classes))])[:cfg.reference_images])
-    return np.ascontiguousarray(ds.images[idx][..., None]), np.asarray(ds.labels[idx])
+    images = ds.images[idx] if ds.images.ndim == 4 else ds.images[idx][..., None]  # (N, 16, 16, C)
+    return np.ascontiguousarray(images), np.asarray(ds.labels[idx])
 
 
 def reference_images(cfg: DemoConfig) -> np.ndarray:
-    """The images of ``reference_set``: uint8 (N, 16, 16, 1)."""
+    """The images of ``reference_set``: uint8 (N, 16, 16, C)."""
     return reference_set(cfg)[0]
 
 
@@ -166,8 +169,8 @@ def score_all(cfg: DemoConfig, out: Path, runs: list[dict[str, Any]], clf: judge
 
         inception = InceptionExtractor(None, device="cpu")
         ref_inception = inception_features(inception, ref, out / "fid-reference.npz", cfg.progress)
-    scorer = Scorer(clf, cfg.target_classes, judge.features(clf, judge.uint8_to_input(ref)), inception,
-                    ref_inception, cfg.kid_subsets, out / "features", ref_labels)
+    scorer = Scorer(clf, cfg.target_classes, judge.features(clf, judge.uint8_to_input(ref, clf.channels)), inception,
+                    ref_inception, cfg.kid_subsets, out / "features", ref_labels, cfg.spec.exact_domain)
     for r in tqdm(runs, desc="scoring", unit="set", disable=not cfg.progress):
         images, labels = load_samples(r["samples"])
         r.update(scorer(images, labels))
@@ -218,7 +221,7 @@ def _run_demo_locked(cfg: DemoConfig) -> dict[str, Any]:
                                           lambda ld=ld: finetune(cfg, source["checkpoint"], out, ld))
                  for ld in dropouts}
     clf, clf_info = stages.run("classifier", lambda: judge.train_classifier(
-        out, RESOLUTION, cfg.classifier_epochs, cfg.classifier_batch, progress=cfg.progress))
+        out, RESOLUTION, cfg.classifier_epochs, cfg.classifier_batch, progress=cfg.progress, target=cfg.spec))
     ref, ref_labels = reference_set(cfg)
 
     def sample_all() -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -54,6 +54,8 @@ class Scorer:
     feature files ``inception-<sha>.npz`` (a rerun reuses them). ``ref_labels`` (N_ref,) class
     indices 0..K-1 of the reference: adds the intra-class metrics (``intra_*``: per class, mean over
     classes), on the judge's features and, with Inception, FID / KID (when every class has >= 2 images).
+    ``exact_domain``: (N,) bool in-domain of uint8 images, measured exactly (glyph targets: the shape's hue in the
+    blue band); adds ``domain_exact``, the in-domain share.
     """
 
     clf: judge.SmallCNN
@@ -64,6 +66,7 @@ class Scorer:
     kid_subsets: int = 100
     cache: Path | None = None
     ref_labels: np.ndarray | None = None  # (N_ref,)
+    exact_domain: Callable[[np.ndarray], np.ndarray] | None = None
 
     def feature_path(self, images: np.ndarray) -> Path | None:
         return None if self.cache is None else self.cache / f"inception-{image_sha(images)[:16]}.npz"
@@ -72,6 +75,8 @@ class Scorer:
         """Metrics of one set; ``labels`` (N,) are the requested (samples) or true (real) class indices 0..K-1."""
         m: dict[str, Any] = judge.domain_metrics(self.clf, images, labels, self.target_classes, self.ref_judge,
                                                  self.kid_subsets, self.ref_labels)
+        if self.exact_domain is not None:
+            m["domain_exact"] = float(np.mean(self.exact_domain(images)))
         if self.inception is not None and self.ref_inception is not None:
             path = self.feature_path(images)
             feats = inception_features(self.inception, images, path)  # (N, 2048)

@@ -1,4 +1,8 @@
-"""``dog demo --study``: when does DoG help? DoG vs CFG over fine-tune length x images per class.
+"""``dog demo --study``: when does DoG help? DoG vs CFG over coverage x fine-tune length x images per class.
+
+The coverage axis is the target: ``covered`` (inside the source's domain) and ``outside`` (shapes the source never
+saw) for the glyph benchmark; each target gets its own folder ``OUT/<target>/`` (judge, reference, cells) when the
+study has several, and the targets share one source model.
 
 Each cell of the map is one demo run at that fine-tune length and target-set size (the base
 config's everything else): fine-tune, unguided / CFG / DoG at every w and seed replicate, the real
@@ -9,6 +13,7 @@ sample shards, feature caches). The paper's ablations (``ablations.py``) run on 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +22,7 @@ from ...io.atomic import write_json
 from ..generate import GenerationSettings, balanced_labels, load_models
 from . import analysis
 from .ablations import nine_grid, steps_ablation, uncond_guide_ablation
-from .config import DemoConfig
+from .config import DemoConfig, retarget
 from .run import assemble, finetune, score_floors, settings_grid
 from .study_config import ABLATIONS, StudyConfig, study_base
 from .study_report import write_study_report
@@ -48,7 +53,8 @@ def run_cell(wb: Workbench, cfg: DemoConfig) -> dict[str, Any]:
                                        {"finetune": FT, "method": method, "w": w, "interval": interval, "seed": rep}))
         runs = wb.score(records)
         floors = score_floors(cfg, out, runs, wb.scorer, wb.ref)
-        return {"finetune_steps": cfg.finetune_steps, "images_per_class": cfg.images_per_class, "finetune": ft,
+        return {"target": cfg.target, "finetune_steps": cfg.finetune_steps, "images_per_class": cfg.images_per_class,
+                "finetune": ft,
                 "runs": runs, "floors": floors, **assemble(cfg, runs, floors, {FT: ft}),
                 "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -70,7 +76,8 @@ def map_entries(cells: list[dict[str, Any]], ws: list[float], metrics: list[str]
                 c = analysis.find_comparison(cell["comparisons"], dog, cfg, m)
                 if c is None:
                     continue
-                out.append({"finetune_steps": cell["finetune_steps"], "images_per_class": cell["images_per_class"],
+                out.append({"target": cell.get("target"),
+                            "finetune_steps": cell["finetune_steps"], "images_per_class": cell["images_per_class"],
                             "w": w, "metric": m, "dog": c["mean_a"], "cfg": c["mean_b"], "diff": c["diff"],
                             "pooled_std": c["pooled_std"],
                             "rel_change": None if c["mean_b"] == 0 else 100.0 * c["diff"] / abs(c["mean_b"]),
@@ -80,6 +87,26 @@ def map_entries(cells: list[dict[str, Any]], ws: list[float], metrics: list[str]
     return out
 
 
+def target_workbenches(study: StudyConfig, out: Path) -> dict[str, Workbench]:
+    """One workbench per target of the coverage axis (the base target's first: the ablations run on it).
+
+    With one target the study's folder is its workbench's (the layout of a single-target study); with several,
+    ``out/<target>``. Targets with the same source preset share the first one's source checkpoint: a source
+    pre-trained here (``--pretrain``) is trained once.
+    """
+    names = list(dict.fromkeys([study.base.target, *study.targets]))
+    benches: dict[str, Workbench] = {}
+    sources: dict[str, str] = {}
+    for name in names:
+        cfg = retarget(study.base, name)
+        if cfg.source_preset in sources:
+            cfg = dataclasses.replace(cfg, source=sources[cfg.source_preset], pretrain=False)
+        cfg.out = str(out if len(names) == 1 else out / name)
+        benches[name] = Workbench.open(cfg, Path(cfg.out))
+        sources.setdefault(cfg.source_preset, benches[name].source["checkpoint"])
+    return benches
+
+
 def run_study(study: StudyConfig) -> dict[str, Any]:
     """Run the map and the named ablations; writes ``study.json`` and ``report.md`` to ``study.base.out``."""
     study.validate()
@@ -87,17 +114,23 @@ def run_study(study: StudyConfig) -> dict[str, Any]:
     out = Path(study.base.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "study_config.json", study.to_dict())
-    wb = Workbench.open(study.base, out)
+    benches = target_workbenches(study, out)
+    wb = benches[study.base.target]
     results: dict[str, Any] = {"config": study.to_dict(), "source": wb.source, "classifier": wb.clf_info,
+                               "targets": {t: {"source": b.source, "classifier": b.clf_info, "out": str(b.out)}
+                                           for t, b in benches.items()},
                                "resolve_rule": analysis.RULE, "cells": [], "map": [], "ablations": {}}
     if study.map:
-        for steps in study.finetune_steps:
-            for ipc in study.images_per_class:
-                cfg = wb.cell_config(steps, ipc)
-                print(f"[study] cell: {steps} fine-tune steps, {ipc} images per class ({cfg.out})", flush=True)
-                results["cells"].append(run_cell(wb, cfg))
+        for target in study.targets:
+            tb = benches[target]
+            for steps in study.finetune_steps:
+                for ipc in study.images_per_class:
+                    cfg = tb.cell_config(steps, ipc)
+                    print(f"[study] cell: target {target}, {steps} fine-tune steps, {ipc} images per class "
+                          f"({cfg.out})", flush=True)
+                    results["cells"].append(run_cell(tb, cfg))
         results["map"] = map_entries(results["cells"], study.base.w)
-    base_cell = wb.cell_config(study.base.finetune_steps, study.base.images_per_class)
+    base_cell = wb.cell_config(wb.base.finetune_steps, wb.base.images_per_class)
     runners = {"steps": steps_ablation, "uncond-guide": uncond_guide_ablation, "nine-grid": nine_grid}
     for name in study.ablations:
         print(f"[study] ablation: {name}", flush=True)

@@ -8,8 +8,13 @@ from dataclasses import dataclass, field
 
 from ...io.config_files import ConfigMixin
 from .config import DemoConfig
+from .domains import TARGETS
 
 ABLATIONS = ("steps", "uncond-guide", "nine-grid")
+
+
+# the coverage axis: a glyph study maps both glyph targets (the same source, the same judge), an animal study its own
+COVERAGE = {"covered": ["covered", "outside"], "outside": ["covered", "outside"], "animal": ["animal"]}
 
 
 def study_base() -> DemoConfig:
@@ -23,7 +28,9 @@ class StudyConfig(ConfigMixin):
     """The map's axes, which ablations to run, and the base demo config of everything else."""
 
     base: DemoConfig = field(default_factory=study_base)
-    map: bool = True  # the DoG-vs-CFG map over finetune_steps x images_per_class
+    map: bool = True  # the DoG-vs-CFG map over targets x finetune_steps x images_per_class
+    # the coverage axis: targets inside (covered) and outside the source's domain; None: COVERAGE[base.target]
+    targets: list[str] | None = None
     finetune_steps: list[int] = field(default_factory=lambda: [250, 500, 1000])
     images_per_class: list[int] = field(default_factory=lambda: [10, 50, 200])
     ablations: list[str] = field(default_factory=list)  # of ABLATIONS; they run on the base cell
@@ -35,11 +42,15 @@ class StudyConfig(ConfigMixin):
     blend: float = 0.5  # nine-grid middle column: the fine-tuned model's share of the blended guide
 
     def __post_init__(self) -> None:
+        if self.targets is None:
+            self.targets = list(COVERAGE[self.base.target])
         self.validate()
 
     def validate(self) -> "StudyConfig":
         """Raise ValueError naming the first bad field and what was expected."""
         self.base.validate()
+        if not self.targets or len(set(self.targets)) != len(self.targets) or any(t not in TARGETS for t in self.targets):
+            raise ValueError(f"targets must be distinct names of {sorted(TARGETS)}, got {self.targets}")
         for name in ("finetune_steps", "images_per_class", "sampling_steps", "uncond_guide_steps"):
             values = getattr(self, name)
             if not values or any(int(v) != v or v < 1 for v in values) or len(set(values)) != len(values):

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...io.atomic import atomic_path
 from . import analysis
+from .domains import get_target
 from .heatmap import LABELS, cell_text, draw_map
 from .report import COLUMNS, NAMES, fmt, rel_change
 
@@ -14,34 +15,28 @@ from .report import COLUMNS, NAMES, fmt, rel_change
 def _map_section(results: dict[str, Any], out: Path) -> list[str]:
     study = results["config"]
     lengths, ipcs = study["finetune_steps"], study["images_per_class"]
-    lines = ["## When does DoG help? DoG vs CFG over fine-tune length x images per class", "",
+    targets = list(dict.fromkeys(e.get("target") for e in results["map"])) or [None]
+    lines = ["## When does DoG help? DoG vs CFG over coverage x fine-tune length x images per class", "",
              "Each cell is one demo run (fine-tune, then unguided / CFG / DoG at every seed replicate, scored with "
              "the real floor at the same N). Cell value: the relative change of DoG against CFG, "
              "100 (DoG - CFG) / |CFG| (for ↓ metrics negative means DoG better, for ↑ metrics positive), whether "
              f"the difference is resolved ({results['resolve_rule']}), and the real floor of that cell.", ""]
-    for w in study["base"]["w"]:
-        entries = [e for e in results["map"] if e["w"] == w]
-        if not entries:
-            continue
-        png = draw_map(results["map"], w, lengths, ipcs, out / f"study-map-w{w:g}.png")
-        lines += [f"### w = {w:g}", "", f"![DoG vs CFG map at w={w:g}]({png.name})", ""]
-        for m in analysis.METRICS:
-            grid = {(e["finetune_steps"], e["images_per_class"]): e for e in entries if e["metric"] == m}
-            if not grid:
+    if len(targets) > 1:
+        lines += ["The coverage axis: " + "; ".join(f"`{t}` = {get_target(t).description}" for t in targets) + ".",
+                  "", _coverage_summary(results["map"], targets), ""]
+    for target in targets:
+        for w in study["base"]["w"]:
+            entries = [e for e in results["map"] if e["w"] == w and e.get("target") == target]
+            if not entries:
                 continue
-            lines += [f"**{COLUMNS[m][0]}** (rows: fine-tune steps; columns: images per class)", "",
-                      "| steps | " + " | ".join(str(n) for n in ipcs) + " |",
-                      "|---|" + "---|" * len(ipcs)]
-            for s in lengths:
-                cells = [cell_text(grid.get((s, n))).replace("\n", "; ") for n in ipcs]
-                lines.append(f"| {s} | " + " | ".join(cells) + " |")
-            won = [e for e in grid.values() if e["better"] == "dog"]
-            lost = [e for e in grid.values() if e["better"] == "cfg"]
-            lines += ["", f"Resolved: DoG better in {len(won)}, CFG better in {len(lost)}, not resolved in "
-                          f"{len(grid) - len(won) - len(lost)} of {len(grid)} cells. " + _by_size(grid, ipcs), ""]
+            name = f"study-map-w{w:g}" + (f"-{target}" if len(targets) > 1 else "") + ".png"
+            png = draw_map(entries, w, lengths, ipcs, out / name)
+            head = f"### w = {w:g}" + (f", target {target}" if len(targets) > 1 else "")
+            lines += [head, "", f"![DoG vs CFG map at w={w:g}]({png.name})", ""]
+            lines += _metric_tables(entries, lengths, ipcs)
     lines += ["### Regime checks per cell", "",
-              "| steps | images/class | unguided class match (chance) | fraction of ceiling | worse than floor on | "
-              "CFG improves on (best w) | in the paper's regime | seconds |", "|---|---|---|---|---|---|---|---|"]
+              "| target | steps | images/class | unguided class match (chance) | fraction of ceiling | worse than floor on | "
+              "CFG improves on (best w) | in the paper's regime | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for cell in results["cells"]:
         d = next(iter(cell["diagnostics"].values()))
         lc = d.get("learned_classes", {})
@@ -49,12 +44,44 @@ def _map_section(results: dict[str, Any], out: Path) -> list[str]:
         frac = "n/a" if lc.get("fraction_of_ceiling") is None else f"{lc['fraction_of_ceiling']:.2f}"
         worse = ", ".join(m for m, c in d.get("worse_than_floor", {}).items() if c["worse"]) or "none"
         better = ", ".join(m for m, c in d.get("cfg_improves", {}).items() if c["improves"]) or "none"
-        lines.append(f"| {cell['finetune_steps']} | {cell['images_per_class']} | {match} | {frac} | {worse} | "
+        lines.append(f"| {cell.get('target', 'n/a')} | {cell['finetune_steps']} | {cell['images_per_class']} | {match} | "
+                     f"{frac} | {worse} | "
                      f"{better} | {in_regime(d)} | {cell.get('seconds', 0):.0f} |")
     return lines + ["", "Regime (fixed before any DoG comparison): (a) unguided class match resolved above chance, "
                         "(b) unguided resolved worse than the real floor on a quality metric (FID, KID, FD or KID in "
                         "the judge's features), (c) CFG at its best w resolved better than unguided on a quality "
                         "metric (an optimistic pick: w chosen on the same numbers).", ""]
+
+
+def _metric_tables(entries: list[dict[str, Any]], lengths: list[int], ipcs: list[int]) -> list[str]:
+    """Per metric: the map as a table (rows: fine-tune steps; columns: images per class) and its resolved count."""
+    lines: list[str] = []
+    for m in analysis.METRICS:
+        grid = {(e["finetune_steps"], e["images_per_class"]): e for e in entries if e["metric"] == m}
+        if not grid:
+            continue
+        lines += [f"**{COLUMNS[m][0]}** (rows: fine-tune steps; columns: images per class)", "",
+                  "| steps | " + " | ".join(str(n) for n in ipcs) + " |", "|---|" + "---|" * len(ipcs)]
+        for s in lengths:
+            cells = [cell_text(grid.get((s, n))).replace("\n", "; ") for n in ipcs]
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        won = [e for e in grid.values() if e["better"] == "dog"]
+        lost = [e for e in grid.values() if e["better"] == "cfg"]
+        lines += ["", f"Resolved: DoG better in {len(won)}, CFG better in {len(lost)}, not resolved in "
+                      f"{len(grid) - len(won) - len(lost)} of {len(grid)} cells. " + _by_size(grid, ipcs), ""]
+    return lines
+
+
+def _coverage_summary(entries: list[dict[str, Any]], targets: list[str]) -> str:
+    """One line per target: over all its cells, w and metrics, how many DoG-vs-CFG differences are resolved
+    each way (the map's answer to "does DoG help inside the source's domain, and outside?")."""
+    parts = []
+    for t in targets:
+        mine = [e for e in entries if e.get("target") == t]
+        won, lost = sum(e["better"] == "dog" for e in mine), sum(e["better"] == "cfg" for e in mine)
+        parts.append(f"`{t}`: DoG resolved better in {won}, CFG resolved better in {lost}, not resolved in "
+                     f"{len(mine) - won - lost} of {len(mine)} (cell, w, metric) comparisons")
+    return "By target: " + "; ".join(parts) + "."
 
 
 def _by_size(grid: dict[tuple[int, int], dict[str, Any]], ipcs: list[int]) -> str:

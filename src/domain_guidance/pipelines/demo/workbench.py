@@ -58,7 +58,7 @@ class Workbench:
     source: dict[str, Any]
     clf: judge.SmallCNN
     clf_info: dict[str, Any]
-    ref: np.ndarray  # (N_ref, 16, 16, 1) uint8
+    ref: np.ndarray  # (N_ref, 16, 16, C) uint8
     ref_labels: np.ndarray  # (N_ref,) class indices 0..K-1
     _scorer: Scorer | None = None
 
@@ -68,7 +68,7 @@ class Workbench:
         out.mkdir(parents=True, exist_ok=True)
         source = ensure_source(base, out)
         clf, info = judge.train_classifier(out, RESOLUTION, base.classifier_epochs, base.classifier_batch,
-                                           progress=base.progress)
+                                           progress=base.progress, target=base.spec)
         return cls(base, out, source, clf, info, *reference_set(base))
 
     @property
@@ -83,8 +83,9 @@ class Workbench:
                 ref_inception = inception_features(inception, self.ref, self.out / "fid-reference.npz",
                                                    self.base.progress)
             self._scorer = Scorer(self.clf, self.base.target_classes,
-                                  judge.features(self.clf, judge.uint8_to_input(self.ref)), inception, ref_inception,
-                                  self.base.kid_subsets, self.out / "features", self.ref_labels)
+                                  judge.features(self.clf, judge.uint8_to_input(self.ref, self.clf.channels)),
+                                  inception, ref_inception, self.base.kid_subsets, self.out / "features",
+                                  self.ref_labels, self.base.spec.exact_domain)
         return self._scorer
 
     def cached(self, path: Path, config: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
