@@ -43,7 +43,8 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "study (long: hours on a CPU; resumes cell by cell)",
         "--study maps DoG vs CFG over coverage (target inside / outside the source's domain) x fine-tune steps x "
-        "images per class (OUT/report.md: heat maps with resolved flags and floors); --ablation adds the paper's ablations, run on the base setting (--finetune-steps, "
+        "images per class (OUT/report.md: heat maps with resolved flags and floors); --ablation adds the paper's "
+        "ablations, run on the base setting (--finetune-steps, "
         "--images-per-class). Without --out the study writes to runs/demo-study; its w defaults to 1.5 and it "
         "has no interval row unless --w / --dog-interval say otherwise.")
     g.add_argument("--study", action="store_true", help="run the DoG-vs-CFG map")
@@ -93,7 +94,8 @@ def study_config_from_args(args: argparse.Namespace, base: DemoConfig) -> StudyC
         base.also_without_dropout = False
     ablations = list(dict.fromkeys(a for group in args.ablation or [] for a in group))
     values = {"base": base, "map": bool(args.study), "ablations": ablations}
-    for name, field in (("study_targets", "targets"), ("study_finetune_steps", "finetune_steps"), ("study_images_per_class", "images_per_class"),
+    for name, field in (("study_targets", "targets"), ("study_finetune_steps", "finetune_steps"),
+                        ("study_images_per_class", "images_per_class"),
                         ("ablation_w", "ablation_w"), ("sampling_steps", "sampling_steps"),
                         ("uncond_guide_steps", "uncond_guide_steps"), ("grid_w", "grid_w"), ("blend", "blend")):
         if getattr(args, name) is not None:

@@ -53,8 +53,8 @@ def target_data(cfg: DemoConfig, resolution: int) -> tuple[Any, Any]:
     """(fine-tuning images, their whole split): the data the demo's fine-tune trains on, as it selects it."""
     overrides = {**cfg.train_overrides, "data": {**cfg.train_overrides.get("data", {}), **target_data_overrides(cfg)}}
     d = resolve_config(cfg.target_preset, overrides=overrides).data
-    kw = dict(resolution=resolution, channels=cfg.spec.channels, classes=d.classes, split=d.split, test_fraction=d.test_fraction,
-              split_seed=d.split_seed)
+    kw = dict(resolution=resolution, channels=cfg.spec.channels, classes=d.classes, split=d.split,
+              test_fraction=d.test_fraction, split_seed=d.split_seed)
     return (load_dataset(d.dataset, images_per_class=d.images_per_class, seed=d.subset_seed, **kw),
             load_dataset(d.dataset, **kw))
 

@@ -35,7 +35,8 @@ def _map_section(results: dict[str, Any], out: Path) -> list[str]:
             lines += [head, "", f"![DoG vs CFG map at w={w:g}]({png.name})", ""]
             lines += _metric_tables(entries, lengths, ipcs)
     lines += ["### Regime checks per cell", "",
-              "| target | steps | images/class | unguided class match (chance) | fraction of ceiling | worse than floor on | "
+              "| target | steps | images/class | unguided class match (chance) | fraction of ceiling | "
+              "worse than floor on | "
               "CFG improves on (best w) | in the paper's regime | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for cell in results["cells"]:
         d = next(iter(cell["diagnostics"].values()))
@@ -44,7 +45,8 @@ def _map_section(results: dict[str, Any], out: Path) -> list[str]:
         frac = "n/a" if lc.get("fraction_of_ceiling") is None else f"{lc['fraction_of_ceiling']:.2f}"
         worse = ", ".join(m for m, c in d.get("worse_than_floor", {}).items() if c["worse"]) or "none"
         better = ", ".join(m for m, c in d.get("cfg_improves", {}).items() if c["improves"]) or "none"
-        lines.append(f"| {cell.get('target', 'n/a')} | {cell['finetune_steps']} | {cell['images_per_class']} | {match} | "
+        lines.append(f"| {cell.get('target', 'n/a')} | {cell['finetune_steps']} | {cell['images_per_class']} | "
+                     f"{match} | "
                      f"{frac} | {worse} | "
                      f"{better} | {in_regime(d)} | {cell.get('seconds', 0):.0f} |")
     return lines + ["", "Regime (fixed before any DoG comparison): (a) unguided class match resolved above chance, "
