@@ -6,8 +6,7 @@ into ``--out``), its judge, its 400-image reference, its real floors, N = 100 pe
 (the same seeds for every solver), its scorer (FID / KID on FID-Inception features, the judge's metrics,
 marginal and intra-class) and its resolved rule. w = 1.5: the demo's w at which CFG's gain over unguided
 resolves (the benchmark's regime reading); w = 3 is past the U-shape's bottom for both methods there.
-NFE convention: benchmarks/_solver_nfe.py (a branch pair per evaluation; heun 2 steps - 1), checked against the
-call counts ``generate`` records for each set.
+NFE convention: _solver_nfe.py (a branch pair per evaluation; heun 2 steps - 1), checked against each set's record.
 
 Stages: a pilot (seed replicate 0, DoG only, no Inception) ranks the candidate diffusers solvers by pixel RMSE to
 DDIM 100 from the same noise at the smallest budgets and picks the best two distinct samplers (``--solvers``
@@ -155,8 +154,8 @@ def drawing_order(cells: list[tuple[str, int]]) -> list[tuple[str, int]]:
 
 
 def run_grid(b: Bench, cells: list[tuple[str, int]], methods: list[str], save: Any) -> dict[str, Any]:
-    """Draw and score every set of ``methods`` (in that order) x ``cells`` (``drawing_order``) x seed replicates;
-    after each cell ``save(results so far)`` (the summary with the real floors)."""
+    """Draw and score every set of ``methods`` (in order) x ``cells`` (``drawing_order``) x seed replicates; after
+    each cell ``save(results so far)`` (the summary with the real floors)."""
     runs: list[dict[str, Any]] = []
     floors = None
     for k, method in enumerate(methods):
@@ -277,9 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.pilot_only:
         return 0
     solvers = [s.strip() for s in args.solvers.split(",")] if args.solvers else pil["chosen"]
-    unknown = [s for s in solvers if s not in CANDIDATES]
-    if unknown:
-        raise SystemExit(f"--solvers: unknown {unknown}; expected some of {list(CANDIDATES)}")
+    if set(solvers) - set(CANDIDATES):
+        raise SystemExit(f"--solvers: unknown {sorted(set(solvers) - set(CANDIDATES))}; expected of {list(CANDIDATES)}")
     methods = [m for m in args.methods.split(",") if m]
     if not methods or set(methods) - {"dog", "cfg"}:
         raise SystemExit(f"--methods: expected dog and / or cfg, got {args.methods!r}")
