@@ -56,6 +56,24 @@ def check_runnable(cfg: ReproduceConfig, stop_after: str) -> None:
                          "from it), but no --base was given: pass --base CHECKPOINT (for --protocol cpu-tiny, e.g. "
                          "the run folder of `dog pretrain --preset cpu-tiny`), or leave DoG out with "
                          "--set methods=[unguided,cfg]")
+    if STAGES.index(stop_after) >= STAGES.index("sample"):
+        check_sampler_fits(cfg)
+
+
+def check_sampler_fits(cfg: ReproduceConfig) -> None:
+    """Refuse, before the fine-tune, a sampler that cannot integrate what the fine-tune's preset declares it
+    predicts (the published DDPM with ``sit-xl2-imagenet-published``, a velocity model, failed only when
+    sampling began, after 24,000 fine-tune steps)."""
+    from ...core.sampling import SAMPLERS, get_sampler
+    from ..training import PRESETS
+
+    declared = cfg.train.get("base_prediction", PRESETS.get(cfg.train_preset, {}).get("base_prediction", "auto"))
+    spec = get_sampler(cfg.sampler)
+    if declared != "auto" and declared not in spec.predictions:
+        fits = sorted(name for name, other in SAMPLERS.items() if declared in other.predictions)
+        raise ValueError(f"sampler {cfg.sampler!r} integrates {'/'.join(spec.predictions)} predictions, but the "
+                         f"fine-tune ({cfg.train_preset}) predicts {declared}: pass --set sampler=NAME with one of "
+                         f"{fits}")
 
 
 def finetune_inputs(data: Path, base: str | None) -> dict[str, Any]:
