@@ -33,3 +33,17 @@ def tiny_vae_dir(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("tiny_vae")
     vae.save_pretrained(out)
     return out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fullsize", action="store_true",
+                     help="run the tests marked fullsize (published networks at full size: minutes, ~13 GB)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--fullsize"):
+        return
+    skip = pytest.mark.skip(reason="fullsize: run with --fullsize (.ci/run does, as its own step)")
+    for item in items:
+        if "fullsize" in item.keywords:
+            item.add_marker(skip)

@@ -63,6 +63,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (and the fine-tune's) and exit")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--dry-run", nargs="?", const="dit,sit", default=None, metavar="dit,sit",
+                   help="the published chain at full size with random weights on a fake 256 px target (CPU; per "
+                        "stage time, peak RSS, FLOPs, projected GPU time; a memory plan); no result is written. "
+                        "Families: dit (DiT-XL/2), sit (SiT-XL/2), default both; --base/--vae/--dinov2 replace the "
+                        "random stand-ins (default --out runs/reproduce-NAME-dry-run)")
+    p.add_argument("--gpu-peak-tflops", type=float, default=None,
+                   help="--dry-run: the GPU peak its projection assumes (default 156, an A100's TF32 dense peak)")
+    p.add_argument("--gpu-utilisation", type=float, default=None,
+                   help="--dry-run: the share of that peak reached (default 0.4)")
     p.set_defaults(func=run)
 
 
@@ -94,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise ValueError("dog reproduce: name the row (one of `dog reproduce --list`)")
+    if args.dry_run is not None:
+        return _dry_run(args)
     over = _nested([s for group in args.sets for s in group])
     flags = {"source": args.source, "data": args.data, "base": args.base, "vae": args.vae,
              "dinov2_model": args.dinov2, "inception_weights": args.inception_weights,
@@ -114,4 +125,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"{stage}: {json.dumps(info, default=str)}", file=sys.stderr)
     if "rows" in report:
         print((out / "table.md").read_text())
+    return 0
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from ..pipelines.reproduce.dry_run import dry_run
+    from ..pipelines.reproduce.measure import GpuAssumption
+
+    gpu = GpuAssumption()
+    if args.gpu_peak_tflops is not None or args.gpu_utilisation is not None:
+        gpu = GpuAssumption(name="the GPU of --gpu-peak-tflops" if args.gpu_peak_tflops is not None else gpu.name,
+                            peak_tflops=args.gpu_peak_tflops or gpu.peak_tflops,
+                            utilisation=args.gpu_utilisation or gpu.utilisation)
+    given = {"base": args.base, "vae": args.vae, "dinov2": args.dinov2, "inception": args.inception_weights}
+    if args.base and "," in args.dry_run:
+        raise ValueError("--dry-run with --base: name the one family the checkpoint is (--dry-run dit or sit)")
+    out = Path(args.out or f"runs/reproduce-{args.name}-dry-run")
+    from . import check_out_dir
+
+    check_out_dir(out)
+    dry_run(args.name, out, tuple(f.strip() for f in args.dry_run.split(",") if f.strip()), given, gpu)
+    print((out / "dry_run.md").read_text())
     return 0
