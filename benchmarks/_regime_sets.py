@@ -52,7 +52,7 @@ def _train_floor_sets(n: int, replicates: int, classes: list[int]) -> list[tuple
     taken = set(_hashes(reference(classes)[..., 0]).tolist())
     if classes == TARGET:
         for ipc in (50, 200):
-            taken |= set(_hashes(np.asarray(target_data(DemoConfig(images_per_class=ipc), RES)[0].images)).tolist())
+            taken |= set(_hashes(np.asarray(target_data(DemoConfig(target="animal", images_per_class=ipc), RES)[0].images)).tolist())
     free = ~np.isin(_hashes(ds.images), list(taken)) & reserved_for_floors(ds.images)  # the judge never saw them
     per = n // len(classes)
     sets = []

@@ -123,12 +123,13 @@ def quality(args: argparse.Namespace, precisions: list[str]) -> dict:
     if not ckpt.exists():
         raise FileNotFoundError(f"{ckpt}: no fine-tuned checkpoint; run `dog demo --out {demo}` first")
     models = load_models(str(ckpt), guide=cfg.source)
-    clf, _ = judge.train_classifier(demo, RESOLUTION, cfg.classifier_epochs, cfg.classifier_batch, progress=False)
+    clf, _ = judge.train_classifier(demo, RESOLUTION, cfg.classifier_epochs, cfg.classifier_batch, progress=False,
+                                    target=cfg.spec)
     ref = reference_images(cfg)
     inception = InceptionExtractor(None, device="cpu")
     ref_feats = inception_features(inception, ref, demo / "fid-reference.npz")
-    scorer = Scorer(clf, cfg.target_classes, judge.features(clf, judge.uint8_to_input(ref)), inception, ref_feats,
-                    cfg.kid_subsets, None)
+    scorer = Scorer(clf, cfg.target_classes, judge.features(clf, judge.uint8_to_input(ref, clf.channels)), inception,
+                    ref_feats, cfg.kid_subsets, None, exact_domain=cfg.spec.exact_domain)
     w = float(cfg.w[0])
     n = args.samples
     labels = balanced_labels(n, models.config.num_classes)

@@ -74,10 +74,11 @@ def main() -> None:
     p.add_argument("--sp-dropout", type=float, default=0.0, help="label dropout of the single-pass fine-tune")
     p.add_argument("--no-fid", action="store_true", help="judge metrics only (no Inception)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--target", default="animal", help="the demo target (docs/demo.md) [animal: the documented run]")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    cfg = DemoConfig(out=args.out, samples=args.samples, seeds=[int(s) for s in args.seeds.split(",")], w=[args.w],
+    cfg = DemoConfig(out=args.out, target=args.target, samples=args.samples, seeds=[int(s) for s in args.seeds.split(",")], w=[args.w],
                      fid=not args.no_fid, progress=False)
     if args.finetune_steps is not None:
         cfg.finetune_steps = args.finetune_steps
@@ -101,7 +102,7 @@ def main() -> None:
     single = stage("single-pass fine-tune", lambda: run.finetune(sp_cfg, source["checkpoint"], out / "single-pass",
                                                                  args.sp_dropout))
     clf, _ = stage("classifier", lambda: judge.train_classifier(out, run.RESOLUTION, cfg.classifier_epochs,
-                                                                cfg.classifier_batch, progress=False))
+                                                                cfg.classifier_batch, progress=False, target=cfg.spec))
     ref = run.reference_images(cfg)
     inception = ref_inception = None
     if cfg.fid:
@@ -109,8 +110,8 @@ def main() -> None:
 
         inception = InceptionExtractor(None, device="cpu")
         ref_inception = inception_features(inception, ref, out / "fid-reference.npz")
-    scorer = Scorer(clf, cfg.target_classes, judge.features(clf, judge.uint8_to_input(ref)), inception,
-                    ref_inception, cfg.kid_subsets, out / "features")
+    scorer = Scorer(clf, cfg.target_classes, judge.features(clf, judge.uint8_to_input(ref, clf.channels)), inception,
+                    ref_inception, cfg.kid_subsets, out / "features", exact_domain=cfg.spec.exact_domain)
 
     base_models = load_models(baseline["checkpoint"], guide=source["checkpoint"])
     sp_models = load_models(single["checkpoint"])

@@ -71,6 +71,14 @@ class DemoConfig(ConfigMixin):
                 setattr(self, name, value)
         self.validate()
 
+    @classmethod
+    def from_dict(cls, values: Any, source: str = "config") -> "DemoConfig":
+        """As ConfigMixin's; a saved config without ``target`` was written before targets existed, when the demo
+        was the animal one, so it reads back as the animal target (not as today's default)."""
+        if isinstance(values, dict) and "target" not in values:
+            values = {**values, "target": "animal"}
+        return super().from_dict(values, source)
+
     @property
     def spec(self) -> DemoTarget:
         """The target's data, judge and exact domain measure (domains.py)."""
