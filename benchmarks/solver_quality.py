@@ -70,8 +70,7 @@ class Bench:
         self.cfg = DemoConfig(out=str(out), progress=False, **target)
         if (self.cfg.target_classes, self.cfg.finetune_steps, self.cfg.images_per_class) != ([6, 7, 8, 9], 1000, 50):
             raise RuntimeError(f"expected the animal benchmark (classes 6-9, 1000 steps, 50 per class), got {self.cfg}")
-        self.out = out
-        self.wb = Workbench.open(self.cfg, out)
+        self.out, self.wb = out, Workbench.open(self.cfg, out)
         self.ft = finetune(self.cfg, self.wb.source["checkpoint"], out, 0.1)
         self.models = load_models(self.ft["checkpoint"], guide=self.wb.source["checkpoint"])
         self.labels = balanced_labels(self.cfg.samples, self.models.config.num_classes)
@@ -89,8 +88,7 @@ class Bench:
         rec = json.loads((Path(r["samples"]).parent / "settings.json").read_text())
         calls = rec["network_evaluations_per_image"]
         if calls["model"] != nfe_of(sampler, steps) or calls["total"] != 2 * calls["model"]:
-            raise RuntimeError(f"{solver}@{nfe}: recorded evaluations {calls}, expected {nfe_of(sampler, steps)} "
-                               "branch pairs")
+            raise RuntimeError(f"{solver}@{nfe}: recorded evaluations {calls}, expected {nfe_of(sampler, steps)} pairs")
         # the generator's own wall time, when this set was drawn in one go (a resumed set has none)
         r["gen_seconds"] = rec["seconds"] if rec.get("generated_now") == rec["num_samples"] else None
         return r
@@ -176,15 +174,16 @@ def measured_metrics(summary: list[dict[str, Any]]) -> list[str]:
     return [m for m in analysis.METRICS if all(m in r.get("values", {}) for r in summary)]
 
 
-def tables(res: dict[str, Any], cells: list[tuple[str, int]]) -> str:
-    """Markdown: per method the metrics of every cell (``*``: resolved against DDPM at the most steps), then the
-    fewest NFE within that spread per solver and metric, then generation seconds per set."""
+def tables(res: dict[str, Any], cells: list[tuple[str, int]], against: tuple[str, int] = REFERENCE) -> str:
+    """Markdown: per method the metrics of every cell (``*``: resolved against cell ``against``, DDPM at the most
+    steps by default), then the fewest NFE within that spread per solver and metric, then generation seconds."""
     summary, metrics, methods = res["summary"], measured_metrics(res["summary"]), res["methods"]
+    ref_name = f"{against[0]}@{against[1]}"
     real = analysis.find(summary, None, "real")
     out = []
     for method in methods:
-        ref = analysis.find(summary, f"{REFERENCE[0]}@{REFERENCE[1]}", method, W)
-        out += [f"\n**{'DoG' if method == 'dog' else 'CFG'}** w = {W:g} (`*`: resolved against DDPM {REFERENCE[1]})\n",
+        ref = analysis.find(summary, ref_name, method, W)
+        out += [f"\n**{'DoG' if method == 'dog' else 'CFG'}** w = {W:g} (`*`: resolved against {ref_name})\n",
                 "| solver | NFE | " + " | ".join(COLUMNS[m][0] for m in metrics) + " | within |",
                 "|---|---|" + "---|" * (len(metrics) + 1)]
         out.append("| real (floor) | | " + " | ".join(fmt(real, m) for m in metrics) + " | |")
@@ -195,13 +194,13 @@ def tables(res: dict[str, Any], cells: list[tuple[str, int]]) -> str:
             ok = [within(row["values"][m], ref["values"][m]) for m in metrics]
             out.append(f"| {solver} | {nfe} | " + " | ".join(fmt(row, m) + ("" if o else "*") for m, o in
                                                             zip(metrics, ok)) + f" | {sum(ok)}/{len(ok)} |")
-    out += ["\nFewest NFE from which each solver stays within the spread of DDPM "
-            f"{REFERENCE[1]} (— : not within at its largest NFE measured)\n",
+    out += [f"\nFewest NFE from which each solver stays within the spread of {ref_name} (— : not within at its "
+            "largest NFE measured)\n",
             "| solver | method | " + " | ".join(COLUMNS[m][0] for m in metrics) + " | all | largest NFE measured |",
             "|---|---|" + "---|" * (len(metrics) + 2)]
     for solver in dict.fromkeys(s for s, _ in cells):
         for method in methods:
-            ref = analysis.find(summary, f"{REFERENCE[0]}@{REFERENCE[1]}", method, W)
+            ref = analysis.find(summary, ref_name, method, W)
             measured = [n for s, n in cells if s == solver and analysis.find(summary, f"{s}@{n}", method, W)]
             if ref is None or not measured:
                 continue
@@ -212,11 +211,11 @@ def tables(res: dict[str, Any], cells: list[tuple[str, int]]) -> str:
     out += ["\nGeneration wall time per set of 100 (s, mean over the sets drawn in one go; 1 torch thread)\n",
             "| solver | NFE | DoG | CFG |", "|---|---|---|---|"]
     for solver, nfe in cells:
-        if not any(r["finetune"] == f"{solver}@{nfe}" for r in res["runs"]):
-            continue
-        secs = [[r["gen_seconds"] for r in res["runs"] if r["finetune"] == f"{solver}@{nfe}" and r["method"] == m
-                 and r["gen_seconds"] is not None] for m in ("dog", "cfg")]  # n/a: a method not run
-        out.append(f"| {solver} | {nfe} | " + " | ".join(f"{np.mean(s):.1f}" if s else "n/a" for s in secs) + " |")
+        sets = [[r for r in res["runs"] if r["finetune"] == f"{solver}@{nfe}" and r["method"] == m]
+                for m in ("dog", "cfg")]
+        secs = [[r["gen_seconds"] for r in rs if r["gen_seconds"] is not None] for rs in sets]  # n/a: not drawn now
+        if any(sets):
+            out.append(f"| {solver} | {nfe} | " + " | ".join(f"{np.mean(x):.1f}" if x else "n/a" for x in secs) + " |")
     return "\n".join(out)
 
 
@@ -263,24 +262,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ddpm-nfe", default="50,100", help="DDPM NFE; the largest is the reference [default: 50,100]")
     p.add_argument("--methods", default="dog,cfg", help="in this order [default: dog,cfg]")
     p.add_argument("--pilot-only", action="store_true")
+    p.add_argument("--against", default=None, help="SOLVER@NFE: only print the tables of --out's results.json with "
+                   "that cell as the reference (e.g. ddim@25, today's demo)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
     if max(ints(args.ddpm_nfe)) != REFERENCE[1]:
         raise SystemExit(f"--ddpm-nfe must include the reference DDPM {REFERENCE[1]}, got {args.ddpm_nfe}")
     out = Path(args.out)
-    t0 = time.perf_counter()
-    b = Bench(out)
+    if args.against:  # no sampling: the cached results against another reference
+        res, (solver, nfe) = json.loads((out / "results.json").read_text()), args.against.split("@")
+        print(tables(res, [tuple(c) for c in res["cells"]], (solver, int(nfe))))
+        return 0
+    t0, b = time.perf_counter(), Bench(out)
     pil = pilot(b)
     _log("pilot:\n" + pilot_table(pil))
     if args.pilot_only:
         return 0
     solvers = [s.strip() for s in args.solvers.split(",")] if args.solvers else pil["chosen"]
-    if set(solvers) - set(CANDIDATES):
-        raise SystemExit(f"--solvers: unknown {sorted(set(solvers) - set(CANDIDATES))}; expected of {list(CANDIDATES)}")
     methods = [m for m in args.methods.split(",") if m]
-    if not methods or set(methods) - {"dog", "cfg"}:
-        raise SystemExit(f"--methods: expected dog and / or cfg, got {args.methods!r}")
+    if set(solvers) - set(CANDIDATES) or not methods or set(methods) - {"dog", "cfg"}:
+        raise SystemExit(f"--solvers {solvers} / --methods {methods}: expected some of {list(CANDIDATES)} / dog, cfg")
     cells = grid(solvers, ints(args.ddpm_nfe), ints(args.nfe), ints(args.ddim_extra))
 
     def save(res: dict[str, Any]) -> None:
@@ -289,9 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "table.md").write_text(pilot_table(pil) + "\n" + tables(res, cells) + "\n")
 
     res = run_grid(b, cells, methods, save)
-    md = tables(res, cells)
-    _log(f"table {out / 'table.md'}; plot {plot(res, cells, out / 'quality-per-nfe.png')}")
-    print(md)
+    _log(f"table {out / 'table.md'}; plot {plot(res, cells, out / 'quality-per-nfe.png')}\n{tables(res, cells)}")
     return 0
 
 
