@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import tarfile
 from functools import partial
 from dataclasses import dataclass, replace
@@ -157,6 +158,17 @@ def _checkpoint_roundtrip(ckpt: Path, family: str) -> dict[str, Any]:
     return info
 
 
+def _rescale_decode(rec: StageRecord, images: int, per_method: int, gpu: GpuAssumption, log: Path) -> None:
+    """The sampling stage's full-run projection with its decodes scaled by images, not by network steps."""
+    decode = images * fullsize.vae_decode_flops()
+    steps = rec.flops - decode
+    full = steps * (rec.full_run_scale or 0.0) + decode * FULL_SAMPLES / per_method
+    rec.full_run_gpu_hours = gpu.seconds(full) / 3600
+    rec.info["decode_flops"] = decode
+    with open(log, "a") as f:  # the corrected record follows the first one
+        f.write(json.dumps(rec.to_dict(), default=str) + "\n")
+
+
 def dry_rows(cfg: ReproduceConfig, scores: list[dict[str, Any]], tcfg: Any, label: str) -> list[dict[str, Any]]:
     from .comparability import recipe_of
 
@@ -208,6 +220,7 @@ def run_family(out: Path, family: str, given: dict[str, str | None], gpu: GpuAss
         with stage(f"sample {kind} (+ VAE decode)", gpu, records,
                      full_run_scale=FULL_SAMPLES * FULL_STEPS / (cfg.num_samples * size.sample_steps)) as rec:
             rec.info = stage_sample(cfg, run_out, dist, False)
+        _rescale_decode(records[-1], len(cfg.methods) * cfg.num_samples, cfg.num_samples, gpu, out / "stages.jsonl")
         if lora:
             continue  # the extractors are those of the full fine-tune's evaluation
         n_images = len(cfg.methods) * cfg.num_samples + 4  # samples + the fake reference, per protocol
@@ -219,7 +232,7 @@ def run_family(out: Path, family: str, given: dict[str, str | None], gpu: GpuAss
         rows += [{**r, "model": fullsize.MODELS[family]} for r in dry_rows(cfg, scores, tcfg, kind)]
     plan = None
     if size.probe:
-        with stage("memory probes", gpu, records) as rec:
+        with stage("memory probes", gpu, records, count_flops=False) as rec:  # the counter defeats checkpointing
             plan = memory_plan.probe_family(weights, family)
             rec.info = {"probes": len(plan["measured"])}
     return {"weights": weights, "rows": rows, "memory": plan}

@@ -99,6 +99,16 @@ def random_vae(seed: int = 0, device: str = "cpu") -> nn.Module:
         return AutoencoderKL(**SD_VAE_CONFIG).eval()
 
 
+def vae_decode_flops(latent_size: int = 32) -> float:
+    """FLOPs ``FlopCounterMode`` counts for decoding one latent of the sd-vae-ft-ema architecture (meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vae = random_vae(device="meta")
+    with FlopCounterMode(display=False) as counter:
+        vae.decode(torch.empty(1, 4, latent_size, latent_size, device="meta"))
+    return float(counter.get_total_flops())
+
+
 def write_random_vae(folder: Path, seed: int = 0) -> dict[str, Any]:
     vae = random_vae(seed)
     vae.save_pretrained(folder)
