@@ -115,6 +115,25 @@ def test_sit_with_an_eps_sampler_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_reproduce_draws_dog_with_a_raw_sit_guide(tmp_path, tiny_vae_dir, one_thread):
+    """A raw SiT .pt (like SiT-XL-2-256x256.pt) cannot say it predicts velocity; the fine-tune's declaration
+    must reach the sampling stage, else the guide is read as eps and DoG is refused after the fine-tune."""
+    from domain_guidance.core.models import DiT, dit_config
+    from domain_guidance.pipelines.reproduce import reproduce, resolve
+    from tests.io.prepare import fakes
+
+    base = DiT(dit_config("SiT-T/2", input_size=8, num_classes=10)).eval()  # 8x8x4 latents, 10 classes + null
+    torch.save(base.state_dict(), tmp_path / "base.pt")
+    train = {"init": "base", "base_prediction": "velocity", "mode": "full", "steps": 1, "batch_size": 2,
+             "ckpt_every": 1, "sample_every": 0, "tensorboard": False, "device": "cpu", "progress": False,
+             "data": {"resolution": 16, "channels": 3}}
+    over = {"source": [str(fakes.artbench10(tmp_path))], "base": str(tmp_path / "base.pt"), "vae": str(tiny_vae_dir),
+            "train": train, "methods": ["dog"], "sampler": "ode-euler", "steps": "2", "num_samples": 2}
+    cfg = resolve("artbench10", "cpu-tiny", over)
+    report = reproduce(cfg, tmp_path / "run", stop_after="sample", progress=False)
+    assert report["stages"]["sample"]["methods"]["dog"]["generated_now"] == 2
+
+
 @pytest.mark.slow
 @pytest.mark.fullsize
 def test_dit_xl2_dry_run_at_batch_one(tmp_path):

@@ -121,7 +121,9 @@ def stage_sample(cfg: ReproduceConfig, out: Path, dist: DistInfo, progress: bool
         raise FileNotFoundError(f"{out / 'finetune'} holds no complete checkpoint: run the finetune stage first")
     tcfg = train_config(cfg, out)
     guide = None if tcfg.mode == "lora" else guide_path(cfg.base)
-    models = load_models(str(ckpt), guide, vae=cfg.vae, device=dist.device)
+    # what the fine-tune declared its base predicts: a raw SiT .pt guide cannot say it (read as eps, DoG refused)
+    declared = "auto" if tcfg.base_reinterpret else tcfg.base_prediction
+    models = load_models(str(ckpt), guide, vae=cfg.vae, device=dist.device, prediction=declared)
     labels = balanced_labels(cfg.num_samples, models.config.num_classes)
     seeds = list(range(cfg.seed, cfg.seed + cfg.num_samples))
     done: dict[str, Any] = {}
