@@ -23,6 +23,12 @@ def nfe_of(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler in TWO_CALLS_PER_STEP else steps
 
 
+def branch_evaluations(method: str, sampler: str, steps: int) -> int:
+    """Network forwards per image, both branches counted (``settings.json``'s ``total``): 2 x NFE for CFG and DoG
+    alike (CFG's two branches are both the fine-tune's), NFE unguided."""
+    return nfe_of(sampler, steps) * (1 if method == "unguided" else 2)
+
+
 def steps_for(sampler: str, nfe: int) -> int:
     """The most steps of ``sampler`` whose evaluations per image stay within ``nfe`` (heun: an even budget
     leaves one unused); at least 2 steps."""

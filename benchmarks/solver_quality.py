@@ -42,7 +42,7 @@ from domain_guidance.pipelines.demo.workbench import Workbench, seeds_of
 from domain_guidance.pipelines.generate import GenerationSettings, balanced_labels, load_models, load_samples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _solver_nfe import choose_solvers, fewest_table, nfe_of, steps_for, within  # noqa: E402
+from _solver_nfe import branch_evaluations, choose_solvers, fewest_table, nfe_of, steps_for, within  # noqa: E402
 
 W = 1.5
 # name -> (sampler, options): the options exactly as `dog demo` / `dog sample` would pass them (settings key)
@@ -87,7 +87,7 @@ class Bench:
                                                   "seed": rep})
         rec = json.loads((Path(r["samples"]).parent / "settings.json").read_text())
         calls = rec["network_evaluations_per_image"]
-        if calls["model"] != nfe_of(sampler, steps) or calls["total"] != 2 * calls["model"]:
+        if calls["total"] != branch_evaluations(method, sampler, steps):  # CFG: both branches are the fine-tune's
             raise RuntimeError(f"{solver}@{nfe}: recorded evaluations {calls}, expected {nfe_of(sampler, steps)} pairs")
         # the generator's own wall time, when this set was drawn in one go (a resumed set has none)
         r["gen_seconds"] = rec["seconds"] if rec.get("generated_now") == rec["num_samples"] else None

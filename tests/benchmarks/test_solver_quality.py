@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from _solver_nfe import choose_solvers, fewest_table, fewest_within, nfe_of, steps_for, within  # noqa: E402
+from _solver_nfe import (branch_evaluations, choose_solvers, fewest_table, fewest_within, nfe_of,  # noqa: E402
+                         steps_for, within)
 
 from domain_guidance.core.sampling import get_sampler  # noqa: E402
 
@@ -21,6 +22,13 @@ def test_nfe_of_matches_the_network_times_each_sampler_visits(sampler, steps, nf
     assert nfe_of(sampler, steps) == nfe
     visits = get_sampler(sampler).timesteps(str(steps))  # distinct network times: heun's repeat, so 1 + 2 (n - 1)
     assert (2 * len(visits) - 1 if sampler == "heun" else len(visits)) == nfe
+
+
+@pytest.mark.parametrize("method, sampler, steps, total", [("cfg", "ddim", 8, 16), ("dog", "ddpm", 8, 16),
+                                                          ("dog", "heun", 5, 18), ("unguided", "unipc", 6, 6)])
+def test_branch_evaluations_count_both_branches_of_a_guided_step(method, sampler, steps, total):
+    # as generate records them (tests/pipelines/test_precision_nfe.py): dog model N + guide N, cfg model 2N
+    assert branch_evaluations(method, sampler, steps) == total
 
 
 @pytest.mark.parametrize("sampler, budget, steps", [("ddim", 10, 10), ("unipc", 6, 6), ("heun", 10, 5),
