@@ -4,6 +4,7 @@ The architecture tests build on the meta device (no memory); the full-size run a
 ``fullsize`` and runs only with ``--fullsize`` (its own step in .ci/run: minutes on 2 cores, ~13 GB).
 """
 import json
+import shutil
 
 import pytest
 import torch
@@ -138,6 +139,13 @@ def test_reproduce_draws_dog_with_a_raw_sit_guide(tmp_path, tiny_vae_dir, one_th
 @pytest.mark.fullsize
 def test_dit_xl2_dry_run_at_batch_one(tmp_path):
     """DiT-XL/2 at full size: one fine-tune step at batch 1, DoG sampling, VAE decode, both extractors."""
+    try:
+        _dit_xl2_batch_one(tmp_path)
+    finally:  # about 17 GB of weights and checkpoints: pytest keeps its last 3 tmp folders
+        shutil.rmtree(tmp_path / "dry", ignore_errors=True)
+
+
+def _dit_xl2_batch_one(tmp_path) -> None:
     from safetensors.torch import load_file
 
     from domain_guidance.core.models import DiT, dit_config
