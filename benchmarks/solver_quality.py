@@ -16,8 +16,7 @@ which each solver stays within that reference's spread, per metric; generation w
 set is cached under ``--out/samples/<solver>@<nfe>/<method>-...-<settings key>`` (the key covers the settings
 and the weights' sha256), its scores beside it: a rerun resumes.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/solver_quality.py            # pilot + grid + table + plots
-    .venv/bin/python benchmarks/solver_quality.py --pilot-only
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/solver_quality.py     # pilot + grid + table + plot (--pilot-only)
 """
 from __future__ import annotations
 
@@ -82,24 +81,25 @@ class Bench:
         s = GenerationSettings(method=method, scale=W, sampler=sampler, steps=str(steps), options=options,
                                seeds=seeds_of(rep, self.cfg.samples), labels=self.labels)
         folder = self.out / "samples" / f"{solver.replace(' ', '-')}@{nfe}" / f"{method}-w{W:g}-seed{rep}"
-        r = self.wb.draw(s, self.models, folder, {"finetune": f"{solver}@{nfe}", "solver": solver, "nfe": nfe,
-                                                  "steps": steps, "method": method, "w": W, "interval": None,
-                                                  "seed": rep})
+        meta = {"finetune": f"{solver}@{nfe}", "solver": solver, "nfe": nfe, "seed": rep, "steps": steps}
+        r = self.wb.draw(s, self.models, folder, {**meta, "method": method, "w": W, "interval": None})
         rec = json.loads((Path(r["samples"]).parent / "settings.json").read_text())
         calls = rec["network_evaluations_per_image"]
         if calls["total"] != branch_evaluations(method, sampler, steps):  # CFG: both branches are the fine-tune's
             raise RuntimeError(f"{solver}@{nfe}: recorded evaluations {calls}, expected {nfe_of(sampler, steps)} pairs")
-        # the generator's own wall time, when this set was drawn in one go (a resumed set has none)
-        r["gen_seconds"] = rec["seconds"] if rec.get("generated_now") == rec["num_samples"] else None
+        # the generator's own wall time, kept from the call that drew the whole set (a rerun rewrites settings.json)
+        timing = Path(r["samples"]).parent / "timing.json"
+        if rec.get("generated_now") == rec["num_samples"] and not timing.is_file():
+            write_json(timing, {"seconds": rec["seconds"]})
+        r["gen_seconds"] = json.loads(timing.read_text())["seconds"] if timing.is_file() else None
         return r
 
     def score(self, r: dict[str, Any], scorer: Scorer | None = None) -> dict[str, Any]:
         """``r`` with its metrics (cached beside the samples, keyed by the judge, source and metric list)."""
         scorer = scorer or self.wb.scorer
-        images, labels = load_samples(r["samples"])
-        name = "scores.json" if scorer.inception is not None else "scores-judge.json"
-        saved = self.wb.cached(Path(r["samples"]).parent / name, {"samples": r["samples"], "fid": scorer.inception
-                                                                  is not None}, lambda: scorer(images, labels))
+        name = f"scores{'' if scorer.inception is not None else '-judge'}.json"
+        key = {"samples": r["samples"], "fid": scorer.inception is not None}
+        saved = self.wb.cached(Path(r["samples"]).parent / name, key, lambda: scorer(*load_samples(r["samples"])))
         return {**r, **{k: v for k, v in saved.items() if k != "config_key"}}
 
 
