@@ -164,7 +164,6 @@ def nine_grid(wb: Workbench, study: StudyConfig, cfg: DemoConfig) -> dict[str, A
     """The qualitative grid: columns CFG | blend | DoG, rows ``study.grid_w``, ``study.grid_images`` images per
     panel from the same seeds (0..n-1) and class-balanced labels. Saves ``nine-grid.png`` and ``nine-grid.npz``
     (``images``: uint8 (rows, 3, n, H, W, C), ``w``, ``columns``, ``seeds``, ``labels``)."""
-    out = Path(cfg.out)
     ft = _base_finetune(wb, cfg)
     models = load_models(ft["checkpoint"], guide=wb.source["checkpoint"])
     n = study.grid_images
