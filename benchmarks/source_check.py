@@ -116,6 +116,18 @@ def criterion_s(groups: dict[str, dict[str, float]]) -> dict[str, Any]:
     return {"z": per_w, "met": any(all(z > 2 for z in d.values()) for d in per_w.values())}
 
 
+def open_check_cache(out: Path, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """(path, records) of a check folder's ``sets.json`` (created empty); a folder holding a check of anything
+    else (another model, its weights, sizes, sampler, judge...) is a ValueError naming both identities."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "sets.json"
+    cache: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if cache and cache.get("identity") != identity:
+        raise ValueError(f"{out} holds a check of {cache.get('identity')}, not {identity}: use another --out")
+    cache["identity"] = identity
+    return path, cache
+
+
 def parse_classes(text: str) -> list[int]:
     """'0-7' or '0,1,2' -> list of ints."""
     if "-" in text:
@@ -142,15 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--n must be a multiple of the {len(classes)} classes (class-balanced), got {args.n}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache_path = out / "sets.json"
-    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     identity = {"source": str(Path(args.source).resolve()), "source_sha256": fingerprint_weights(args.source),
                 "dataset": args.dataset, "classes": classes, "n": args.n,
                 "sampler": args.sampler, "steps": args.steps}
-    if cache and cache.get("identity") != identity:
-        p.error(f"{out} holds a check of {cache.get('identity')}, not {identity}: use another --out")
-    cache["identity"] = identity
+    try:
+        cache_path, cache = open_check_cache(out, identity)
+    except ValueError as e:
+        p.error(str(e))
     models = load_models(args.source)
     res = models.config.input_size
     ref, floors = real_sets(args.dataset, classes, args.n, args.replicates, res)

@@ -36,7 +36,8 @@ from domain_guidance.pipelines.metrics.frechet import frechet_distance_from_feat
 from domain_guidance.pipelines.metrics.kid import kid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from source_check import InceptionScorer, _log, parse_classes, real_sets, summarise, z_better  # noqa: E402
+from source_check import (InceptionScorer, _log, open_check_cache, parse_classes, real_sets,  # noqa: E402
+                          summarise, z_better)
 
 QUALITY = ("fid", "kid", "fd_judge", "kid_judge")
 JUDGE = {"epochs": 4.0, "seed": 0, "batch": 128, "lr": 2e-3, "data": "glyphs train split"}
@@ -136,14 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     shapes = parse_classes(args.shapes)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache_path = out / "sets.json"
-    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     identity = {"model": str(Path(args.model).resolve()), "model_sha256": fingerprint_weights(args.model),
                 "dataset": args.dataset, "shapes": shapes, "n": args.n, "judge": JUDGE}  # the cached judge's settings
-    if cache and cache.get("identity") != identity:
-        p.error(f"{out} holds a check of {cache.get('identity')}, not {identity}: use another --out")
-    cache["identity"] = identity
+    try:
+        cache_path, cache = open_check_cache(out, identity)
+    except ValueError as e:
+        p.error(str(e))
     if args.guide:  # DoG sets are cached for one guide only
         guide = {"guide": str(Path(args.guide).resolve()), "guide_sha256": fingerprint_weights(args.guide)}
         if cache.get("guide", guide) != guide:

@@ -47,3 +47,15 @@ def test_criteria_and_dog_vs_cfg_signs(tc) -> None:
     c = tc.criteria(groups)
     assert not c["a"]["met"] and not c["c"]["met"] and not c["all_met"]
     assert c["c"]["z_unguided_vs_cfg"]["cfg-w1.5"]["fid"] == pytest.approx(1.0 / math.sqrt(2.5))
+
+
+def test_a_check_folder_is_reused_only_for_the_same_identity(tc, tmp_path: Path) -> None:
+    from source_check import open_check_cache
+
+    path, cache = open_check_cache(tmp_path / "check", {"model_sha256": "a", "n": 100})
+    cache["unguided/0"] = {"fid": 1.0}
+    path.write_text(__import__("json").dumps(cache))
+    _, again = open_check_cache(tmp_path / "check", {"model_sha256": "a", "n": 100})
+    assert again["unguided/0"] == {"fid": 1.0}
+    with pytest.raises(ValueError, match="holds a check of .*'model_sha256': 'a'.* use another --out"):
+        open_check_cache(tmp_path / "check", {"model_sha256": "b", "n": 100})
